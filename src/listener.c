@@ -1,0 +1,200 @@
+/*
+ * listener.c: bind, accept, global session limit, fd exhaustion.
+ *
+ * EMFILE/ENFILE: a level-triggered listener whose accept() fails would
+ * wake the loop forever.  We keep one spare descriptor; when accept fails
+ * for lack of descriptors we free the spare, accept the pending client,
+ * tell it 421 and close it, take the spare back, and pause accepting for
+ * a moment so the sessions in progress keep the CPU.
+ */
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "metrics.h"
+#include "smtp_session.h"
+
+#define LISTENER_BACKLOG	4096
+#define LISTENER_PAUSE_MS	100
+
+static struct evconnlistener	*listeners[CONFIG_MAX_LISTEN];
+static size_t			 nlisteners;
+static const struct config	*listener_cfg;
+static struct event		*ev_resume;
+static int			 spare_fd = -1;
+static time_t			 last_full_log;
+
+static void
+listener_refuse(int fd, const char *text)
+{
+	/* Best effort, never blocks: the socket buffer takes one line. */
+	(void)send(fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+}
+
+static void
+listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	const struct config	*c = listener_cfg;
+	char			 line[512];
+	time_t			 now;
+
+	(void)l;
+	(void)arg;
+	if (c->max_sessions > 0 &&
+	    metrics.sessions_active >= c->max_sessions) {
+		metrics.refused[REASON_LIMIT_CONN_GLOBAL]++;
+		now = time(NULL);
+		if (now != last_full_log) {
+			last_full_log = now;
+			log_warnx("event=refuse reason=%s sessions=%llu",
+			    reason_name(REASON_LIMIT_CONN_GLOBAL),
+			    (unsigned long long)metrics.sessions_active);
+		}
+		snprintf(line, sizeof line, "421 4.7.0 %s Too many "
+		    "connections, try again later\r\n", c->hostname);
+		listener_refuse(fd, line);
+		return;
+	}
+	smtp_session_accept(fd, sa, (socklen_t)salen);
+}
+
+static void
+listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (size_t i = 0; i < nlisteners; i++)
+		evconnlistener_enable(listeners[i]);
+}
+
+static void
+listener_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct timeval	tv = { 0, LISTENER_PAUSE_MS * 1000 };
+	int		err = EVUTIL_SOCKET_ERROR();
+	int		fd;
+
+	(void)arg;
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
+	    err != ENOMEM) {
+		log_warnx("event=accept_error error=\"%s\"", strerror(err));
+		return;
+	}
+	metrics.refused[REASON_LIMIT_FD]++;
+	if (spare_fd != -1) {
+		close(spare_fd);
+		spare_fd = -1;
+		fd = accept(evconnlistener_get_fd(l), NULL, NULL);
+		if (fd != -1)
+			listener_refuse(fd, "421 4.3.2 Service busy, try "
+			    "again later\r\n");
+		spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	if (time(NULL) != last_full_log) {
+		last_full_log = time(NULL);
+		log_warnx("event=refuse reason=%s error=\"%s\"",
+		    reason_name(REASON_LIMIT_FD), strerror(err));
+	}
+	for (size_t i = 0; i < nlisteners; i++)
+		evconnlistener_disable(listeners[i]);
+	evtimer_add(ev_resume, &tv);
+}
+
+int
+listener_open(struct event_base *base, const struct config *c, char **cause)
+{
+	struct sockaddr_storage	 ss;
+	int			 sslen, fd, on = 1;
+	struct evconnlistener	*l;
+
+	listener_cfg = c;
+	if ((ev_resume = evtimer_new(base, listener_resume_cb, NULL)) ==
+	    NULL) {
+		if (asprintf(cause, "listener: out of memory") == -1)
+			*cause = NULL;
+		return -1;
+	}
+	spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	for (size_t i = 0; i < c->nlisten; i++) {
+		sslen = sizeof ss;
+		memset(&ss, 0, sizeof ss);
+		if (evutil_parse_sockaddr_port(c->listen[i],
+		    (struct sockaddr *)&ss, &sslen) == -1) {
+			if (asprintf(cause, "listen %s: not an address:port",
+			    c->listen[i]) == -1)
+				*cause = NULL;
+			return -1;
+		}
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+		if (fd == -1 ||
+		    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on,
+		    sizeof on) == -1 ||
+		    (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
+		    IPV6_V6ONLY, &on, sizeof on) == -1) ||
+		    bind(fd, (struct sockaddr *)&ss, (socklen_t)sslen) == -1 ||
+		    listen(fd, LISTENER_BACKLOG) == -1) {
+			if (asprintf(cause, "listen %s: %s", c->listen[i],
+			    strerror(errno)) == -1)
+				*cause = NULL;
+			if (fd != -1)
+				close(fd);
+			return -1;
+		}
+		l = evconnlistener_new(base, listener_accept_cb, NULL,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+		if (l == NULL) {
+			if (asprintf(cause, "listen %s: cannot listen",
+			    c->listen[i]) == -1)
+				*cause = NULL;
+			close(fd);
+			return -1;
+		}
+		evconnlistener_set_error_cb(l, listener_error_cb);
+		listeners[nlisteners++] = l;
+		log_info("event=listen address=%s", c->listen[i]);
+	}
+	return 0;
+}
+
+void
+listener_set_config(const struct config *c)
+{
+	listener_cfg = c;
+}
+
+void
+listener_close_all(void)
+{
+	for (size_t i = 0; i < nlisteners; i++)
+		evconnlistener_free(listeners[i]);
+	nlisteners = 0;
+	if (ev_resume != NULL) {
+		event_free(ev_resume);
+		ev_resume = NULL;
+	}
+	if (spare_fd != -1) {
+		close(spare_fd);
+		spare_fd = -1;
+	}
+}
