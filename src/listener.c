@@ -26,6 +26,7 @@
 #include <event2/util.h>
 
 #include "config.h"
+#include "limits.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -38,6 +39,7 @@ static struct evconnlistener	*listeners[CONFIG_MAX_LISTEN];
 static size_t			 nlisteners;
 static const struct config	*listener_cfg;
 static struct event		*ev_resume;
+static struct event		*ev_sweep;
 static int			 spare_fd = -1;
 static time_t			 last_full_log;
 
@@ -56,6 +58,8 @@ listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	const struct config	*c = listener_cfg;
 	char			 line[512];
 	time_t			 now;
+	struct limits_client	 lc;
+	enum reason		 why = REASON_NONE;
 
 	(void)l;
 	(void)arg;
@@ -74,7 +78,27 @@ listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		listener_refuse(fd, line);
 		return;
 	}
-	smtp_session_accept(fd, sa, (socklen_t)salen);
+	/* Per-client limits, before a single byte is parsed. */
+	if (!limits_connect(c, sa, time(NULL), &lc, &why)) {
+		metrics.refused[why]++;
+		log_info("event=refuse reason=%s", reason_name(why));
+		snprintf(line, sizeof line, "421 4.7.0 %s Too many "
+		    "connections from your %s, try again later\r\n",
+		    c->hostname, why == REASON_LIMIT_CONN_PER_NET ?
+		    "network" : "address");
+		listener_refuse(fd, line);
+		return;
+	}
+	smtp_session_accept(fd, sa, (socklen_t)salen, &lc);
+}
+
+static void
+listener_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	limits_sweep(time(NULL));
 }
 
 static void
@@ -127,9 +151,13 @@ listener_open(struct event_base *base, const struct config *c, char **cause)
 	int			 sslen, fd, on = 1;
 	struct evconnlistener	*l;
 
+	struct timeval		 sweep = { 5, 0 };
+
 	listener_cfg = c;
 	if ((ev_resume = evtimer_new(base, listener_resume_cb, NULL)) ==
-	    NULL) {
+	    NULL || (ev_sweep = event_new(base, -1, EV_PERSIST,
+	    listener_sweep_cb, NULL)) == NULL ||
+	    event_add(ev_sweep, &sweep) == -1) {
 		if (asprintf(cause, "listener: out of memory") == -1)
 			*cause = NULL;
 		return -1;
@@ -192,6 +220,10 @@ listener_close_all(void)
 	if (ev_resume != NULL) {
 		event_free(ev_resume);
 		ev_resume = NULL;
+	}
+	if (ev_sweep != NULL) {
+		event_free(ev_sweep);
+		ev_sweep = NULL;
 	}
 	if (spare_fd != -1) {
 		close(spare_fd);

@@ -6,6 +6,7 @@
  * emptied) and the queue rebuilt before the first connection is accepted,
  * so everything queued before a crash resumes delivery at once.
  */
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -26,6 +27,7 @@
 #include "control.h"
 #include "delivery.h"
 #include "json.h"
+#include "limits.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -84,14 +86,35 @@ make_dirs(const char *path, bool whole)
 	return 0;
 }
 
+/* Every session costs a descriptor: take all the kernel allows us. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("setrlimit NOFILE");
+	}
+	if (config->max_sessions + 256 > rl.rlim_cur)
+		log_warnx("event=start note=\"max_sessions %u exceeds the "
+		    "descriptor limit %llu\"", config->max_sessions,
+		    (unsigned long long)rl.rlim_cur);
+}
+
 static void
 status_hook(void *arg, struct json *j)
 {
 	(void)arg;
-	json_key_str(j, "hostname", config->hostname);
-	json_key_u64(j, "max_sessions", config->max_sessions);
-	json_key_bool(j, "shutting_down", server.shutting_down);
-	json_key_i64(j, "started", (int64_t)started);
+	json_string(j, "hostname", config->hostname);
+	json_uint(j, "max_sessions", config->max_sessions);
+	json_bool(j, "shutting_down", server.shutting_down);
+	json_bool(j, "overload", smtp_session_overload());
+	json_uint(j, "limits_entries", limits_entries());
+	json_int(j, "started", (int64_t)started);
 }
 
 static int
@@ -241,6 +264,7 @@ main(int argc, char **argv)
 	log_init("moatd", debug ? LOG_LEVEL_DEBUG :
 	    level_from_name(config->log_level), config->log_syslog);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	if (evthread_use_pthreads() == -1)
 		fatalx("libevent: no thread support");
 	if ((server.base = event_base_new()) == NULL)
@@ -302,6 +326,7 @@ main(int argc, char **argv)
 		fatalx("event loop failed");
 
 	/* Queued mail is untouched: files are truth for the next start. */
+	smtp_session_free_all();
 	control_free(control);
 	delivery_free(server.delivery);
 	spool_sync_free(server.sync);

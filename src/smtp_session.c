@@ -46,6 +46,7 @@
 #include "config.h"
 #include "delivery.h"
 #include "guard.h"
+#include "limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
@@ -55,6 +56,7 @@
 #include "smtp_session.h"
 #include "spool.h"
 #include "spool_sync.h"
+#include "util.h"
 
 #define SESSION_READ_HIGH	(64 * 1024)	/* input buffered at most */
 #define SESSION_DATA_CHUNK	(16 * 1024)
@@ -122,6 +124,7 @@ struct session {
 	unsigned		 messages;
 	uint64_t		 tarpit;	/* ms to delay the next reply */
 	time_t			 started;
+	struct limits_client	 limits;
 	struct txn		 txn;
 	struct evbuffer		*held;		/* reply waiting for tarpit */
 	struct event		*ev_timer;	/* greet pause, tarpit */
@@ -140,6 +143,7 @@ struct commit {
 static TAILQ_HEAD(, session)	 sessions = TAILQ_HEAD_INITIALIZER(sessions);
 static struct smtp_server	*srv;
 static uint64_t			 next_session_id;
+static bool			 overload;
 
 static void	session_process(struct session *);
 static void	session_close(struct session *, bool flush);
@@ -204,6 +208,44 @@ static const struct config *
 cfg(void)
 {
 	return srv->cfg;
+}
+
+/*
+ * Overload mode (Postfix's stress mode): past overload_sessions, idle and
+ * slow clients are what starves the rest, so timeouts shrink to a quarter
+ * and the hard error limit halves; back to normal below 80%.
+ */
+static void
+overload_update(void)
+{
+	const struct config	*c = cfg();
+	uint64_t		 n = metrics.sessions_active;
+
+	if (c->overload_sessions == 0)
+		return;
+	if (!overload && n >= c->overload_sessions) {
+		overload = true;
+		log_warnx("event=overload state=on sessions=%llu",
+		    (unsigned long long)n);
+	} else if (overload && n * 10 < (uint64_t)c->overload_sessions * 8) {
+		overload = false;
+		log_warnx("event=overload state=off sessions=%llu",
+		    (unsigned long long)n);
+	}
+}
+
+bool
+smtp_session_overload(void)
+{
+	return overload;
+}
+
+static uint64_t
+tighten(uint64_t ms)
+{
+	if (!overload || ms == 0)
+		return ms;
+	return ms / 4 > 5000 ? ms / 4 : (ms < 5000 ? ms : 5000);
 }
 
 /*
@@ -339,7 +381,8 @@ session_error(struct session *s)
 	s->errors++;
 	if (!c->check_errors.enabled)
 		return true;
-	if (c->errors_hard > 0 && s->errors >= c->errors_hard) {
+	if (c->errors_hard > 0 && s->errors >= (overload ?
+	    (c->errors_hard + 1) / 2 : c->errors_hard)) {
 		struct verdict v = policy_trip(&c->check_errors,
 		    REASON_PROTO_ERRORS, c->error_delay);
 
@@ -403,7 +446,9 @@ session_free(struct session *s)
 		event_free(s->ev_life);
 	if (s->ev_free != NULL)
 		event_free(s->ev_free);
+	limits_disconnect(&s->limits);
 	metrics.sessions_active--;
+	overload_update();
 	log_info("session=%s ip=%s event=disconnect messages=%u errors=%u "
 	    "duration=%lds", s->sid, s->ip, s->messages, s->errors,
 	    (long)(time(NULL) - s->started));
@@ -580,13 +625,15 @@ session_arm_timeouts(struct session *s)
 		ms = c->timeout_command;
 		break;
 	}
+	ms = tighten(ms);
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	bufferevent_set_timeouts(s->bev, ms > 0 ? &tv : NULL, NULL);
 }
 
 void
-smtp_session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
+smtp_session_accept(int fd, const struct sockaddr *sa, socklen_t salen,
+    const struct limits_client *lc)
 {
 	const struct config	*c = cfg();
 	struct session		*s;
@@ -612,9 +659,11 @@ smtp_session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 	else
 		snprintf(s->ip, sizeof s->ip, "unknown");
 	s->started = time(NULL);
+	s->limits = *lc;
 	TAILQ_INSERT_TAIL(&sessions, s, entry);
 	metrics.sessions_active++;
 	metrics.sessions_total++;
+	overload_update();
 
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->held = evbuffer_new();
@@ -848,7 +897,7 @@ cmd_helo(struct session *s, struct smtp_command *cmd)
 	    "Error: invalid HELO/EHLO argument"))
 		return;
 	txn_reset(s);
-	snprintf(s->helo, sizeof s->helo, "%s", cmd->arg);
+	(void)util_strlcpy(s->helo, cmd->arg, sizeof s->helo);
 	s->state = SMTP_STATE_MAIL;
 	if (cmd->cmd == SMTP_CMD_HELO) {
 		s->esmtp = false;
@@ -871,6 +920,11 @@ cmd_mail(struct session *s, struct smtp_command *cmd)
 	    cmd->size > c->message_size_max) {
 		session_fail(s, REASON_SIZE_EXCEEDED,
 		    "552 5.3.4 Error: message size exceeds fixed limit");
+		return;
+	}
+	if (!limits_message(c, &s->limits, time(NULL), &why)) {
+		session_fail(s, why, "451 4.7.1 Error: too many messages "
+		    "from your address, slow down");
 		return;
 	}
 	if (!delivery_accepting(srv->delivery, cmd->has_size ? cmd->size : 0,
@@ -896,9 +950,11 @@ cmd_rcpt(struct session *s, struct smtp_command *cmd)
 	const struct config_domain	*dom;
 	struct txn			*t = &s->txn;
 	struct rcpt_group		*g = NULL;
-	char				 addr[SPOOL_ADDR_MAX];
+	char				 addr[SMTP_LOCAL_MAX + 2 +
+					     CONFIG_HOST_MAX];
 	void				*p;
 	size_t				 i;
+	enum reason			 why;
 
 	if (cmd->path.domain[0] == '\0') {
 		/* <postmaster> (RFC 5321 4.5.1): the first protected domain */
@@ -916,9 +972,14 @@ cmd_rcpt(struct session *s, struct smtp_command *cmd)
 		    config_find_domain(c, cmd->path.domain);
 		snprintf(addr, sizeof addr, "%s", cmd->path.addr);
 	}
-	if (dom == NULL) {
+	if (dom == NULL || strlen(addr) >= SPOOL_ADDR_MAX) {
 		session_fail(s, REASON_RELAY_DENIED,
 		    "550 5.7.1 <%s>: Relay access denied", cmd->path.addr);
+		return;
+	}
+	if (!limits_rcpt(c, &s->limits, time(NULL), &why)) {
+		session_fail(s, why, "451 4.7.1 Error: too many recipients "
+		    "from your address, slow down");
 		return;
 	}
 	if (t->nrcpts >= c->rcpt_max || t->nrcpts >= SPOOL_RCPT_MAX) {
@@ -946,7 +1007,7 @@ cmd_rcpt(struct session *s, struct smtp_command *cmd)
 		return;
 	}
 	g->rcpts = p;
-	snprintf(g->rcpts[g->nrcpts++], SPOOL_ADDR_MAX, "%s", addr);
+	(void)util_strlcpy(g->rcpts[g->nrcpts++], addr, SPOOL_ADDR_MAX);
 	t->nrcpts++;
 	session_reply(s, REASON_NONE, "250 2.1.5 Ok");
 }
@@ -1189,6 +1250,8 @@ commit_cb(uint64_t cookie, int error, const char *qid)
 	if (error == 0) {
 		metrics.messages_accepted++;
 		metrics.bytes_accepted += cm->env.body_len;
+		if (s != NULL)
+			limits_bytes(&s->limits, cm->env.body_len, time(NULL));
 		log_info("session=%s ip=%s event=queued qid=%s from=<%s> "
 		    "nrcpt=%zu size=%" PRIu64 " domain=%s", cm->env.session_id,
 		    cm->env.client_ip, qid, cm->env.sender, cm->env.nrcpts,
@@ -1294,4 +1357,13 @@ smtp_session_shutdown_all(void)
 		    cfg()->hostname);
 		session_close(s, true);
 	}
+}
+
+void
+smtp_session_free_all(void)
+{
+	struct session *s;
+
+	while ((s = TAILQ_FIRST(&sessions)) != NULL)
+		session_free(s);
 }

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 struct config;
+struct limits_client;
 struct delivery;
 struct event_base;
 struct spool;
@@ -28,9 +29,13 @@ struct smtp_server {
 };
 
 void		smtp_session_init(struct smtp_server *);
-/* Takes ownership of fd (non-blocking). */
+/* Takes ownership of fd (non-blocking) and of the limits it holds. */
 void		smtp_session_accept(int fd, const struct sockaddr *,
-		    socklen_t);
+		    socklen_t, const struct limits_client *);
+/* Frees every session (after the loop ended). */
+void		smtp_session_free_all(void);
+/* Overload mode: many sessions, so timeouts and error limits tighten. */
+bool		smtp_session_overload(void);
 /* 421 to every session and close them (SIGTERM). */
 void		smtp_session_shutdown_all(void);
 unsigned	smtp_session_count(void);
