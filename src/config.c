@@ -851,7 +851,7 @@ static const struct cunit size_units[] = {
 	{ "mb", MB }, { "g", GB }, { "gb", GB }, { "t", TB }, { "tb", TB },
 };
 static const struct cunit time_units[] = {
-	{ "", SEC }, { "ms", 1 }, { "s", SEC }, { "sec", SEC },
+	{ "", SEC }, { "ms", 1 }, { "s", SEC },
 	{ "min", MIN }, { "h", HOUR }, { "d", DAY }, { "w", 7 * DAY },
 };
 
@@ -921,6 +921,21 @@ fmt_unit(char *buf, size_t len, uint64_t v, enum ckey_type type)
 	return (buf);
 }
 
+/*
+ * Copies s into a fixed field, zeroing the rest of it so that two equal
+ * configs compare equal byte for byte (snprintf may leave bytes past its
+ * NUL).  Returns -1 if s does not fit.
+ */
+static int
+set_field(char *dst, size_t len, const char *s, size_t slen)
+{
+	if (slen >= len)
+		return (-1);
+	memset(dst, 0, len);
+	memcpy(dst, s, slen);
+	return (0);
+}
+
 static bool
 valid_hostname(const char *s)
 {
@@ -951,7 +966,7 @@ config_parse_hostport(const char *s, const char *defport, char *host,
 	const char		*colon, *h, *p;
 	size_t			 hlen;
 	struct in6_addr		 in6;
-	char			 tmp[CONFIG_HOST_MAX];
+	char			 tmp[CONFIG_HOST_MAX], pbuf[16];
 	unsigned long		 n;
 	char			*ep;
 
@@ -1011,11 +1026,11 @@ config_parse_hostport(const char *s, const char *defport, char *host,
 		return (-1);
 	} else
 		p = defport;
-	if (hlen >= hostlen || strlen(p) >= portlen)
-		goto bad;
-	memcpy(host, tmp, hlen + 1);
-	if (snprintf(port, portlen, "%lu", strtoul(p, NULL, 10)) >=
-	    (int)portlen)
+	/* The port as digits without leading zeros: "025" is "25". */
+	n = strtoul(p, NULL, 10);
+	if (snprintf(pbuf, sizeof(pbuf), "%lu", n) >= (int)sizeof(pbuf) ||
+	    set_field(host, hostlen, tmp, hlen) == -1 ||
+	    set_field(port, portlen, pbuf, strlen(pbuf)) == -1)
 		goto bad;
 	return (0);
 bad:
@@ -1209,11 +1224,10 @@ apply_listen(struct cload *ld, const struct ckey *k, const struct cnode *n,
 			free(why);
 			return (-1);
 		}
-		if (strlen(it->value) >= sizeof(c->listen[0]))
+		if (set_field(c->listen[count], sizeof(c->listen[0]),
+		    it->value, strlen(it->value)) == -1)
 			return (cerr(&ld->cause, ld->file, it->line, name,
 			    "address too long"));
-		snprintf(c->listen[count], sizeof(c->listen[0]), "%s",
-		    it->value);
 		count++;
 	}
 	c->nlisten = count;
@@ -1299,7 +1313,7 @@ apply_key(struct cload *ld, const struct ckey *k, const struct cnode *n,
 		    k->check(n->value, err, sizeof(err)) == -1)
 			return (cerr(&ld->cause, ld->file, n->line, name,
 			    "%s", err));
-		memcpy(field, n->value, len + 1);
+		(void)set_field(field, k->size, n->value, len);
 		return (0);
 	case CKEY_BOOL:
 		if (strcasecmp(n->value, "yes") == 0 ||
@@ -1347,6 +1361,7 @@ apply_key(struct cload *ld, const struct ckey *k, const struct cnode *n,
 	case CKEY_CHECK: {
 		struct config_check chk;
 
+		memset(&chk, 0, sizeof(chk));	/* padding, for memcmp */
 		if (parse_action(n->value, &chk) == -1)
 			return (cerr(&ld->cause, ld->file, n->line, name,
 			    "'%s' is not an action (use log, tarpit, "
@@ -1578,9 +1593,9 @@ config_default(void)
 		free(c);
 		return (NULL);
 	}
-	snprintf(d->name, sizeof(d->name), "example.test");
-	snprintf(d->servers[0].host, sizeof(d->servers[0].host), "127.0.0.1");
-	snprintf(d->servers[0].port, sizeof(d->servers[0].port), "2526");
+	memcpy(d->name, "example.test", sizeof("example.test"));
+	memcpy(d->servers[0].host, "127.0.0.1", sizeof("127.0.0.1"));
+	memcpy(d->servers[0].port, "2526", sizeof("2526"));
 	d->servers[0].priority = 0;
 	d->nservers = 1;
 	c->domains = d;
@@ -1680,8 +1695,7 @@ config_load(const char *path, struct config **out, char **cause)
 	}
 	/* Scalars start from the defaults; domains only from the file. */
 	apply_defaults(c);
-	if (snprintf(c->path, sizeof(c->path), "%s", path) >=
-	    (int)sizeof(c->path)) {
+	if (set_field(c->path, sizeof(c->path), path, strlen(path)) == -1) {
 		cerr(&ps.cause, path, 1, "config", "file name too long");
 		goto fail;
 	}
