@@ -491,6 +491,9 @@ next_token(struct cparse *ps, struct ctoken *t)
 
 	t->len = 0;
 	t->text[0] = '\0';
+	/* An error sticks: later reads must not look like success. */
+	if (ps->cause != NULL)
+		return (t->type = CTOK_ERROR);
 	if (skip_space(ps) == -1)
 		return (t->type = CTOK_ERROR);
 	t->line = ps->line;
@@ -579,10 +582,8 @@ peek_token(struct cparse *ps, struct ctoken *t)
 	enum ctok	 type;
 
 	type = next_token(ps, t);
-	if (type != CTOK_ERROR) {
-		ps->p = p;
-		ps->line = line;
-	}
+	ps->p = p;
+	ps->line = line;
 	return (type);
 }
 
@@ -728,7 +729,9 @@ parse_stmt(struct cparse *ps, struct ctoken *t, struct cnode **out,
 		if ((n->value = strdup(t->text)) == NULL)
 			return (cerr(&ps->cause, ps->file, line, key,
 			    "out of memory"));
-		if (peek_token(ps, t) == CTOK_LBRACE && !equal) {
+		if (peek_token(ps, t) == CTOK_ERROR)
+			return (-1);
+		if (t->type == CTOK_LBRACE && !equal) {
 			/* domain "example.test" { ... } */
 			next_token(ps, t);
 			n->type = CNODE_BLOCK;
@@ -814,9 +817,7 @@ parse_body(struct cparse *ps, struct cnode **head, int depth, int open_line,
 			continue;	/* empty statement */
 		case CTOK_WORD:
 			break;
-		case CTOK_STRING:
-			break;		/* "quoted key" = value; */
-		default:
+		default:		/* keys are bare words, never quoted */
 			cerr(&ps->cause, ps->file, t->line, "syntax",
 			    "expected a key, got '%s'", tok_desc(t));
 			goto out;

@@ -331,6 +331,8 @@ static const struct bad bads[] = {
 	{ "control { http_listen = \"localhost\"; }",
 	  "1: control.http_listen: 'localhost' has no port (use "
 	  "host:port)" },
+	{ "\"hostname\" = a.b;", "1: syntax: expected a key, got 'a value'" },
+	{ "listen = abc\"x\n", "1: syntax: unterminated string" },
 	{ "smtp { line_max = [1, 2 3]; }",
 	  "1: smtp.line_max: expected ',' or ']' in list, got 'a value'" },
 };
