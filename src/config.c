@@ -7,7 +7,7 @@
  * libucl-dev is an unrelated compression library), so this file carries
  * its own small, bounded parser for that subset instead:
  *
- *	# comment  /+ comment +/ (with '*')
+ *	# comment to the end of the line, and C-style block comments
  *	key = value;	key value;	key: value	(';' or newline ends)
  *	"strings with \" \\ \n escapes", bare-words, 25mb, 10min, yes
  *	list = [a, "b", c,];
@@ -77,7 +77,7 @@ typedef int (*ckey_check_fn)(const char *, char *, size_t);
 struct ckey {
 	const char	*name;		/* "smtp.message_size_max" */
 	enum ckey_type	 type;
-	size_t		 offset;	/* in struct config (or config_domain) */
+	size_t		 offset;	/* in config or config_domain */
 	size_t		 size;		/* of that field */
 	uint64_t	 min, max;	/* numbers: inclusive range */
 	const char	*def;		/* default as it would be written */
@@ -144,7 +144,8 @@ static const struct ckey config_keys[] = {
 	  "Wait for the next command (RFC 5321: 5 minutes)." },
 	{ "smtp.timeout_data", CKEY_TIME, F(timeout_data),
 	  1 * SEC, 1 * HOUR, "10min", NULL,
-	  "Wait between reads inside DATA (RFC 5321: 3 minutes at least)." },
+	  "Wait between reads inside DATA (RFC 5321 asks at least 3 "
+	  "minutes)." },
 	{ "smtp.timeout_session", CKEY_TIME, F(timeout_session),
 	  1 * SEC, 1 * DAY, "1h", NULL,
 	  "Longest whole session, however active." },
@@ -1204,7 +1205,7 @@ apply_listen(struct cload *ld, const struct ckey *k, const struct cnode *n,
 {
 	const struct cnode	*it, *one = n;
 	char			 host[CONFIG_HOST_MAX], port[8], *why;
-	size_t			 count = 0;
+	size_t			 count = 0, i;
 	struct config		*c = ld->conf;
 
 	(void)k;
@@ -1225,6 +1226,11 @@ apply_listen(struct cload *ld, const struct ckey *k, const struct cnode *n,
 			free(why);
 			return (-1);
 		}
+		for (i = 0; i < count; i++)
+			if (strcmp(c->listen[i], it->value) == 0)
+				return (cerr(&ld->cause, ld->file, it->line,
+				    name, "'%s' listed twice",
+				    show(host, sizeof(host), it->value)));
 		if (set_field(c->listen[count], sizeof(c->listen[0]),
 		    it->value, strlen(it->value)) == -1)
 			return (cerr(&ld->cause, ld->file, it->line, name,

@@ -280,6 +280,8 @@ static const struct bad bads[] = {
 	  "1: listen: IPv6 address must be in brackets, as \"[::1]:25\"" },
 	{ "listen = \"[::g]:25\";",
 	  "1: listen: '::g' is not an IPv6 address" },
+	{ "listen = [\"127.0.0.1:25\", \"127.0.0.1:25\"];",
+	  "1: listen: '127.0.0.1:25' listed twice" },
 	{ "listen = [];",
 	  "1: listen: empty list (give at least one host:port)" },
 	{ "domain \"a.test\" { server = [\"h:1\"]; }\n"
