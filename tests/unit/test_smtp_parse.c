@@ -429,10 +429,12 @@ test_parse_validators(void **state)
 		{ "a b", false, false },
 		{ "mx.example.com extra", false, false },
 		{ "exa\xc3\xa9mple.com", false, false },
-		{ "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-		    ".com", true, true },	/* 63 */
-		{ "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-		    ".com", false, false },	/* 64 */
+		{ "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.com",	/* 63 */
+		    true, true },
+		{ "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.com",	/* 64 */
+		    false, false },
 	};
 	char	dom[300];
 	size_t	i;
