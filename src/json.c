@@ -183,16 +183,20 @@ json_text_indent(struct json *j)
 	int	d = j->depth, i, n;
 	bool	dash = false;
 
-	/* First member of an object inside an array: "- key: value". */
+	/* Members and items are indented two spaces per nesting level. */
+	n = d > 0 ? (d - 1) * 2 : 0;
+	/*
+	 * First member of an object inside an array: "- key: value", the
+	 * dash in the two columns of the object's own indentation.
+	 */
 	if (d >= 2 && j->kind[d - 1] == 'o' && j->kind[d - 2] == 'a' &&
-	    !j->nonempty[d - 1])
+	    !j->nonempty[d - 1]) {
 		dash = true;
+		n -= 2;
+	}
 	/* Item of an array: "- value". */
 	if (d >= 1 && j->kind[d - 1] == 'a')
 		dash = true;
-	n = d > 0 ? (d - 1) * 2 : 0;
-	if (dash)
-		n -= 2;
 	for (i = 0; i < n; i++)
 		json_add(j, " ", 1);
 	if (dash)
