@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
@@ -387,6 +388,23 @@ json_duration(struct json *j, const char *key, int64_t secs)
 		return;
 	}
 	json_format_duration(buf, sizeof buf, secs);
+	json_raw(j, key, buf);
+}
+
+void
+json_time(struct json *j, const char *key, int64_t t)
+{
+	char		buf[64];
+	time_t		tt = (time_t)t;
+	struct tm	tm;
+
+	if (j->mode == JSON_MODE_JSON) {
+		json_int(j, key, t);
+		return;
+	}
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		(void)snprintf(buf, sizeof buf, "%" PRId64, t);
 	json_raw(j, key, buf);
 }
 

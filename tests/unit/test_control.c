@@ -756,6 +756,36 @@ test_server_stale(void **state)
 	control_free(c2);
 }
 
+/*
+ * MOAT_TEST_CONTROL_SERVE=seconds: serve the fake queue on
+ * $MOAT_SOCKET for that long instead of testing, to try moatctl by hand.
+ */
+static int
+serve(const char *secs)
+{
+	struct event_base	*base = event_base_new();
+	struct control		*c;
+	struct timeval		 tv = { atoi(secs), 0 };
+	char			*cause = NULL;
+	const char		*path = getenv("MOAT_SOCKET");
+	static const struct control_hooks hooks = {
+		.status = hook_status, .reload = hook_reload, .arg = NULL
+	};
+
+	if (base == NULL || path == NULL)
+		return 1;
+	if ((c = control_new(base, path, NULL, NULL, &hooks,
+	    &cause)) == NULL) {
+		fprintf(stderr, "%s\n", cause);
+		return 1;
+	}
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	control_free(c);
+	event_base_free(base);
+	return 0;
+}
+
 int
 main(void)
 {
@@ -771,5 +801,7 @@ main(void)
 		    server_setup, server_teardown, server),
 	};
 
+	if (getenv("MOAT_TEST_CONTROL_SERVE") != NULL)
+		return serve(getenv("MOAT_TEST_CONTROL_SERVE"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -103,6 +103,7 @@ test_nesting(void **state)
 	json_string(&j, NULL, "one");
 	json_object_open(&j, NULL);
 	json_duration(&j, "d", 90);
+	json_time(&j, "t", 86400);
 	json_object_close(&j);
 	json_array_open(&j, NULL);
 	json_array_close(&j);
@@ -114,7 +115,7 @@ test_nesting(void **state)
 	check_str("nesting", buf_str(b),
 	    "{\"s\":\"x\\\"y\",\"u\":18446744073709551615,\"i\":-5,"
 	    "\"t\":true,\"n\":null,\"ns\":null,"
-	    "\"a\":[\"one\",{\"d\":90},[]],\"empty\":{}}\n");
+	    "\"a\":[\"one\",{\"d\":90,\"t\":86400},[]],\"empty\":{}}\n");
 	evbuffer_free(b);
 }
 
@@ -178,6 +179,7 @@ test_text_mode(void **state)
 	json_object_open(&j, NULL);
 	json_string(&j, "version", "1.0");
 	json_duration(&j, "uptime", 3723);
+	json_time(&j, "created", 86400);
 	json_object_open(&j, "sessions");
 	json_uint(&j, "active", 2);
 	json_object_close(&j);
@@ -198,6 +200,7 @@ test_text_mode(void **state)
 	check_str("text", buf_str(b),
 	    "version: 1.0\n"
 	    "uptime: 1h2m3s\n"
+	    "created: 1970-01-02T00:00:00Z\n"
 	    "sessions:\n"
 	    "  active: 2\n"
 	    "destinations:\n"
