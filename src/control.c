@@ -871,7 +871,6 @@ control_new(struct event_base *base, const char *path,
 {
 	struct control		*c;
 	struct sockaddr_un	 sun;
-	mode_t			 old;
 	int			 fd = -1;
 
 	*cause = NULL;
@@ -907,15 +906,17 @@ control_new(struct event_base *base, const char *path,
 			*cause = NULL;
 		goto fail;
 	}
-	/* Created 0600 from the start: no window where others can connect. */
-	old = umask(0177);
+	/*
+	 * bind() creates the file with the umask's mode; chmod narrows it
+	 * to 0600 before listen().  No umask() dance: umask is per process
+	 * and the spool sync thread creates files concurrently.  The peer
+	 * uid check in control_accept() covers the short window anyway.
+	 */
 	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
-		umask(old);
 		if (asprintf(cause, "bind %s: %s", path, strerror(errno)) < 0)
 			*cause = NULL;
 		goto fail;
 	}
-	umask(old);
 	if (chmod(path, 0600) != 0 || listen(fd, CONTROL_MAX_CONNS) != 0) {
 		if (asprintf(cause, "%s: %s", path, strerror(errno)) < 0)
 			*cause = NULL;

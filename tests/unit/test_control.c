@@ -705,6 +705,33 @@ test_server(void **state)
 	assert_true(strncmp(ans, "ERR unknown command aaaa", 24) == 0);
 	free(big);
 
+	/* At most CONTROL_MAX_CONNS at once: the next one is refused. */
+	{
+		struct sockaddr_un	sun;
+		int			fds[CONTROL_MAX_CONNS], k;
+
+		memset(&sun, 0, sizeof sun);
+		sun.sun_family = AF_UNIX;
+		memcpy(sun.sun_path, sock_path, strlen(sock_path) + 1);
+		for (k = 0; k < CONTROL_MAX_CONNS; k++) {
+			fds[k] = socket(AF_UNIX, SOCK_STREAM, 0);
+			assert_int_equal(connect(fds[k],
+			    (struct sockaddr *)&sun, sizeof sun), 0);
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		}
+		for (k = 0; k < 10; k++)
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		ans = roundtrip(base, "status\n", 7);
+		check_answer("17th", ans, "ERR too many control "
+		    "connections\n");
+		for (k = 0; k < CONTROL_MAX_CONNS; k++)
+			close(fds[k]);
+		for (k = 0; k < 10; k++)
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		ans = roundtrip(base, "queue flush\n", 12);
+		check_answer("after close", ans, "OK\n3 messages flushed\n");
+	}
+
 	/* Mode 0600. */
 	assert_int_equal(stat(sock_path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
