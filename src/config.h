@@ -139,6 +139,14 @@ void		 config_free(struct config *);
 const struct config_domain *
 		 config_find_domain(const struct config *, const char *domain);
 const char	*config_action_name(enum config_action);
+/*
+ * Splits "host:port", "host", "[v6]:port" or "[v6]" into host (brackets
+ * removed) and port; defport is used when the port is left out (NULL:
+ * the port is required).  Returns 0, or -1 with an allocated reason.
+ */
+int		 config_parse_hostport(const char *, const char *defport,
+		    char *host, size_t hostlen, char *port, size_t portlen,
+		    char **cause);
 /* Writes the key table as Markdown (docs/configuration.md is checked
  * against it). */
 void		 config_dump_doc(FILE *);

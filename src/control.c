@@ -300,7 +300,8 @@ control_list_cb(void *arg, const struct delivery_entry_info *e)
 	(void)snprintf(rcpt + strlen(rcpt), sizeof rcpt - strlen(rcpt),
 	    "%s", more);
 	control_cell(domain, sizeof domain, e->domain, 24);
-	control_cell(error, sizeof error, e->last_error, 120);
+	control_cell(error, sizeof error, e->last_error != NULL &&
+	    e->last_error[0] != '\0' ? e->last_error : "-", 120);
 	if (evbuffer_add_printf(ctx->body,
 	    "%-18s %8s %10llu %-8s %4u  %-32s %-36s %-24s %s\n",
 	    e->qid, sage, (unsigned long long)e->size,
@@ -445,7 +446,7 @@ control_cmd_queue_show(struct control_ctx *ctx, int argc, char **argv)
 		json_string(j, NULL, msg.env.rcpts[i]);
 	json_array_close(j);
 	json_uint(j, "size", s.e.size);
-	json_int(j, "created", msg.env.created);
+	json_time(j, "created", msg.env.created);
 	json_duration(j, "age", control_age(ctx, msg.env.created));
 	json_string(j, "state", delivery_state_name(s.e.state));
 	json_uint(j, "attempts", s.e.attempts);
@@ -870,7 +871,6 @@ control_new(struct event_base *base, const char *path,
 {
 	struct control		*c;
 	struct sockaddr_un	 sun;
-	mode_t			 old;
 	int			 fd = -1;
 
 	*cause = NULL;
@@ -906,15 +906,17 @@ control_new(struct event_base *base, const char *path,
 			*cause = NULL;
 		goto fail;
 	}
-	/* Created 0600 from the start: no window where others can connect. */
-	old = umask(0177);
+	/*
+	 * bind() creates the file with the umask's mode; chmod narrows it
+	 * to 0600 before listen().  No umask() dance: umask is per process
+	 * and the spool sync thread creates files concurrently.  The peer
+	 * uid check in control_accept() covers the short window anyway.
+	 */
 	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
-		umask(old);
 		if (asprintf(cause, "bind %s: %s", path, strerror(errno)) < 0)
 			*cause = NULL;
 		goto fail;
 	}
-	umask(old);
 	if (chmod(path, 0600) != 0 || listen(fd, CONTROL_MAX_CONNS) != 0) {
 		if (asprintf(cause, "%s: %s", path, strerror(errno)) < 0)
 			*cause = NULL;

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
@@ -183,16 +184,20 @@ json_text_indent(struct json *j)
 	int	d = j->depth, i, n;
 	bool	dash = false;
 
-	/* First member of an object inside an array: "- key: value". */
+	/* Members and items are indented two spaces per nesting level. */
+	n = d > 0 ? (d - 1) * 2 : 0;
+	/*
+	 * First member of an object inside an array: "- key: value", the
+	 * dash in the two columns of the object's own indentation.
+	 */
 	if (d >= 2 && j->kind[d - 1] == 'o' && j->kind[d - 2] == 'a' &&
-	    !j->nonempty[d - 1])
+	    !j->nonempty[d - 1]) {
 		dash = true;
+		n -= 2;
+	}
 	/* Item of an array: "- value". */
 	if (d >= 1 && j->kind[d - 1] == 'a')
 		dash = true;
-	n = d > 0 ? (d - 1) * 2 : 0;
-	if (dash)
-		n -= 2;
 	for (i = 0; i < n; i++)
 		json_add(j, " ", 1);
 	if (dash)
@@ -383,6 +388,23 @@ json_duration(struct json *j, const char *key, int64_t secs)
 		return;
 	}
 	json_format_duration(buf, sizeof buf, secs);
+	json_raw(j, key, buf);
+}
+
+void
+json_time(struct json *j, const char *key, int64_t t)
+{
+	char		buf[64];
+	time_t		tt = (time_t)t;
+	struct tm	tm;
+
+	if (j->mode == JSON_MODE_JSON) {
+		json_int(j, key, t);
+		return;
+	}
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		(void)snprintf(buf, sizeof buf, "%" PRId64, t);
 	json_raw(j, key, buf);
 }
 

@@ -63,6 +63,8 @@ void	json_uint(struct json *, const char *key, uint64_t);
 void	json_int(struct json *, const char *key, int64_t);
 void	json_bool(struct json *, const char *key, bool);
 void	json_null(struct json *, const char *key);
+/* Unix time: a number in JSON, "2026-01-02T03:04:05Z" in text mode. */
+void	json_time(struct json *, const char *key, int64_t);
 /* Seconds: a number in JSON, "1h2m3s" in text mode. */
 void	json_duration(struct json *, const char *key, int64_t);
 /*

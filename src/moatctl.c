@@ -138,7 +138,9 @@ write_all(int fd, const char *p, size_t n)
 	ssize_t	w;
 
 	while (n > 0) {
-		w = write(fd, p, n);
+		/* MSG_NOSIGNAL: a daemon that closed early is an error, not
+		 * a SIGPIPE death with a meaningless exit status. */
+		w = send(fd, p, n, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -266,7 +268,12 @@ main(int argc, char **argv)
 	}
 	n = strlen(line);
 	line[n++] = '\n';
-	if (write_all(fd, line, n) != 0) {
+	/*
+	 * A refusal ("ERR too many control connections") may arrive and
+	 * the socket close before the request is written: still read it.
+	 */
+	if (write_all(fd, line, n) != 0 && errno != EPIPE &&
+	    errno != ECONNRESET) {
 		fprintf(stderr, "moatctl: write to %s: %s\n", sock,
 		    strerror(errno));
 		close(fd);

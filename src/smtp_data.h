@@ -30,17 +30,17 @@
 
 enum smtp_data_status {
 	SMTP_DATA_MORE,		/* terminator not seen yet */
-	SMTP_DATA_DONE		/* terminator consumed; message complete */
+	SMTP_DATA_DONE		/* terminator consumed, message done */
 };
 
 struct smtp_data {
-	int		 state;		/* private: enum in smtp_data.c */
-	size_t		 linelen;	/* private: bytes in current line */
+	int		 state;		/* private: see smtp_data.c */
+	size_t		 linelen;	/* private: bytes in this line */
 	uint32_t	 flags;		/* SMTP_DATA_F_* seen so far */
 	uint64_t	 in_bytes;	/* bytes consumed, terminator incl. */
 	uint64_t	 out_bytes;	/* message bytes written */
 	size_t		 line_max;	/* for SMTP_DATA_F_LONG_LINE */
-	bool		 normalise;	/* policy knob kept for the session;
+	bool		 normalise;	/* kept for the session; the
 					   output is canonical either way */
 };
 
@@ -53,9 +53,9 @@ void			smtp_data_init(struct smtp_data *, size_t line_max,
  * next pipelined command.  On MORE, *consumed == inlen.  After DONE,
  * further calls consume nothing and return DONE.
  */
-enum smtp_data_status	smtp_data_feed(struct smtp_data *, const uint8_t *in,
-			    size_t inlen, size_t *consumed, uint8_t *out,
-			    size_t *outlen);
+enum smtp_data_status	smtp_data_feed(struct smtp_data *,
+			    const uint8_t *in, size_t inlen, size_t *consumed,
+			    uint8_t *out, size_t *outlen);
 
 struct smtp_stuff {
 	bool	bol;		/* at the beginning of a line */
@@ -74,6 +74,7 @@ size_t			smtp_stuff(struct smtp_stuff *, const uint8_t *in,
  * (or was empty), else "\r\n.\r\n".  out capacity >= SMTP_STUFF_FINISH_MAX.
  * Returns bytes written.
  */
-size_t			smtp_stuff_finish(struct smtp_stuff *, uint8_t *out);
+size_t			smtp_stuff_finish(struct smtp_stuff *,
+			    uint8_t *out);
 
 #endif /* MOAT_SMTP_DATA_H */

@@ -22,7 +22,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "smtp_parse.h"
 
@@ -85,8 +84,8 @@ typedef bool (*smtp_parse_nonsmtp_fn)(const uint8_t *, size_t,
 struct smtp_parse_nonsmtp {
 	smtp_parse_nonsmtp_fn	 match;
 	const char		*pat;	/* prefix or word */
-	size_t			 len;	/* length of pat (may hold NULs) */
-	const char		*mask;	/* byte mask for binary, or NULL */
+	size_t			 len;	/* pat may hold NULs */
+	const char		*mask;	/* binary byte mask, or NULL */
 	const char		*why;
 };
 
@@ -101,8 +100,10 @@ static bool	smtp_parse_ns_http(const uint8_t *, size_t,
 static bool	smtp_parse_ns_tagged(const uint8_t *, size_t,
 		    const struct smtp_parse_nonsmtp *);
 
-#define NS_CI(s, w)	{ smtp_parse_ns_prefix_ci, s, sizeof(s) - 1, NULL, w }
-#define NS_WORD(s, w)	{ smtp_parse_ns_word_ci, s, sizeof(s) - 1, NULL, w }
+#define NS_CI(s, w) \
+	{ smtp_parse_ns_prefix_ci, s, sizeof(s) - 1, NULL, w }
+#define NS_WORD(s, w) \
+	{ smtp_parse_ns_word_ci, s, sizeof(s) - 1, NULL, w }
 #define NS_BIN(s, m, w)	{ smtp_parse_ns_bytes, s, sizeof(s) - 1, m, w }
 
 static const char smtp_parse_why_http[] = "HTTP request to an SMTP server";
@@ -697,7 +698,8 @@ smtp_parse_mail_rcpt(struct smtp_command *out, bool mail)
 
 	if (n < kl || !smtp_parse_eq_ci((const uint8_t *)s, kw, kl))
 		return smtp_parse_fail(out, SMTP_PARSE_SYNTAX, mail ?
-		    "syntax: MAIL FROM:<address>" : "syntax: RCPT TO:<address>");
+		    "syntax: MAIL FROM:<address>" :
+		    "syntax: RCPT TO:<address>");
 	i = kl;
 	/* One space after the colon is tolerated, as Postfix does. */
 	if (i < n && s[i] == ' ')

@@ -58,7 +58,7 @@ enum smtp_parse_status {
 
 struct smtp_path {
 	bool	 null;				/* <> */
-	char	 local[SMTP_LOCAL_MAX + 1];	/* as given (quotes kept) */
+	char	 local[SMTP_LOCAL_MAX + 1];	/* as given */
 	char	 domain[SMTP_DOMAIN_MAX + 1];	/* lower-cased; "" for
 						   <postmaster> */
 	bool	 domain_literal;		/* [1.2.3.4], [ipv6:..] */
@@ -74,16 +74,16 @@ enum smtp_body {
 
 struct smtp_command {
 	enum smtp_cmd	 cmd;
-	char		 verb[16];	/* as typed, for logs; non-printable
-					   bytes shown as '?' */
+	char		 verb[16];	/* as typed, for logs; bytes
+					   outside 0x21-0x7e shown as '?' */
 	char		 arg[SMTP_LINE_MAX + 1]; /* raw argument after the
 					   verb, trailing blanks removed */
 	struct smtp_path path;		/* MAIL/RCPT */
 	bool		 has_size;
 	uint64_t	 size;
 	enum smtp_body	 body;
-	const char	*why;		/* static text for the 5xx reply when
-					   status != OK; NULL when OK */
+	const char	*why;		/* static text for the 5xx
+					   reply; NULL when OK */
 };
 
 /* line is WITHOUT the CRLF; len its length.  out is always fully set. */
@@ -94,7 +94,8 @@ bool			 smtp_parse_helo_valid(const char *arg);
 /* RFC 5321 Domain: dot-separated LDH labels of 1..63, total <= 255. */
 bool			 smtp_parse_domain_valid(const char *dom);
 /* "[1.2.3.4]" or "[IPv6:...]" (tag case-insensitive), validated. */
-bool			 smtp_parse_literal_valid(const char *lit, size_t len);
+bool			 smtp_parse_literal_valid(const char *lit,
+			    size_t len);
 /* Upper-case verb ("MAIL"), or "none", "unknown", "non_smtp". */
 const char		*smtp_parse_cmd_name(enum smtp_cmd);
 /* Short stable name of a status ("ok", "syntax", ...) for logs/tests. */
