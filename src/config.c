@@ -36,6 +36,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>

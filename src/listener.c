@@ -26,7 +26,7 @@
 #include <event2/util.h>
 
 #include "config.h"
-#include "limits.h"
+#include "limiter.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -58,7 +58,7 @@ listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	const struct config	*c = listener_cfg;
 	char			 line[512];
 	time_t			 now;
-	struct limits_client	 lc;
+	struct limiter_client	 lc;
 	enum reason		 why = REASON_NONE;
 
 	(void)l;
@@ -79,7 +79,7 @@ listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		return;
 	}
 	/* Per-client limits, before a single byte is parsed. */
-	if (!limits_connect(c, sa, time(NULL), &lc, &why)) {
+	if (!limiter_connect(c, sa, time(NULL), &lc, &why)) {
 		metrics.refused[why]++;
 		log_info("event=refuse reason=%s", reason_name(why));
 		snprintf(line, sizeof line, "421 4.7.0 %s Too many "
@@ -98,7 +98,7 @@ listener_sweep_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	limits_sweep(time(NULL));
+	limiter_sweep(time(NULL));
 }
 
 static void

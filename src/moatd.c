@@ -27,7 +27,7 @@
 #include "control.h"
 #include "delivery.h"
 #include "json.h"
-#include "limits.h"
+#include "limiter.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -113,7 +113,7 @@ status_hook(void *arg, struct json *j)
 	json_uint(j, "max_sessions", config->max_sessions);
 	json_bool(j, "shutting_down", server.shutting_down);
 	json_bool(j, "overload", smtp_session_overload());
-	json_uint(j, "limits_entries", limits_entries());
+	json_uint(j, "limiter_entries", limiter_entries());
 	json_int(j, "started", (int64_t)started);
 }
 

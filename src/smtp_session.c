@@ -46,7 +46,7 @@
 #include "config.h"
 #include "delivery.h"
 #include "guard.h"
-#include "limits.h"
+#include "limiter.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
@@ -124,7 +124,7 @@ struct session {
 	unsigned		 messages;
 	uint64_t		 tarpit;	/* ms to delay the next reply */
 	time_t			 started;
-	struct limits_client	 limits;
+	struct limiter_client	 limits;
 	struct txn		 txn;
 	struct evbuffer		*held;		/* reply waiting for tarpit */
 	struct event		*ev_timer;	/* greet pause, tarpit */
@@ -446,7 +446,7 @@ session_free(struct session *s)
 		event_free(s->ev_life);
 	if (s->ev_free != NULL)
 		event_free(s->ev_free);
-	limits_disconnect(&s->limits);
+	limiter_disconnect(&s->limits);
 	metrics.sessions_active--;
 	overload_update();
 	log_info("session=%s ip=%s event=disconnect messages=%u errors=%u "
@@ -633,7 +633,7 @@ session_arm_timeouts(struct session *s)
 
 void
 smtp_session_accept(int fd, const struct sockaddr *sa, socklen_t salen,
-    const struct limits_client *lc)
+    const struct limiter_client *lc)
 {
 	const struct config	*c = cfg();
 	struct session		*s;
@@ -922,7 +922,7 @@ cmd_mail(struct session *s, struct smtp_command *cmd)
 		    "552 5.3.4 Error: message size exceeds fixed limit");
 		return;
 	}
-	if (!limits_message(c, &s->limits, time(NULL), &why)) {
+	if (!limiter_message(c, &s->limits, time(NULL), &why)) {
 		session_fail(s, why, "451 4.7.1 Error: too many messages "
 		    "from your address, slow down");
 		return;
@@ -977,7 +977,7 @@ cmd_rcpt(struct session *s, struct smtp_command *cmd)
 		    "550 5.7.1 <%s>: Relay access denied", cmd->path.addr);
 		return;
 	}
-	if (!limits_rcpt(c, &s->limits, time(NULL), &why)) {
+	if (!limiter_rcpt(c, &s->limits, time(NULL), &why)) {
 		session_fail(s, why, "451 4.7.1 Error: too many recipients "
 		    "from your address, slow down");
 		return;
@@ -1251,7 +1251,7 @@ commit_cb(uint64_t cookie, int error, const char *qid)
 		metrics.messages_accepted++;
 		metrics.bytes_accepted += cm->env.body_len;
 		if (s != NULL)
-			limits_bytes(&s->limits, cm->env.body_len, time(NULL));
+			limiter_bytes(&s->limits, cm->env.body_len, time(NULL));
 		log_info("session=%s ip=%s event=queued qid=%s from=<%s> "
 		    "nrcpt=%zu size=%" PRIu64 " domain=%s", cm->env.session_id,
 		    cm->env.client_ip, qid, cm->env.sender, cm->env.nrcpts,

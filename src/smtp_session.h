@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 
 struct config;
-struct limits_client;
+struct limiter_client;
 struct delivery;
 struct event_base;
 struct spool;
@@ -31,7 +31,7 @@ struct smtp_server {
 void		smtp_session_init(struct smtp_server *);
 /* Takes ownership of fd (non-blocking) and of the limits it holds. */
 void		smtp_session_accept(int fd, const struct sockaddr *,
-		    socklen_t, const struct limits_client *);
+		    socklen_t, const struct limiter_client *);
 /* Frees every session (after the loop ended). */
 void		smtp_session_free_all(void);
 /* Overload mode: many sessions, so timeouts and error limits tighten. */

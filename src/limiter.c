@@ -1,11 +1,11 @@
 /*
- * limits.c: the in-memory counters of limits.h.
+ * limiter.c: the in-memory counters of limiter.h.
  *
  * A chained hash table of entries keyed by (family, masked address,
  * prefix length).  An entry lives while a connection holds it or while
- * its rate windows still count (two minutes); limits_sweep frees the
+ * its rate windows still count (two minutes); limiter_sweep frees the
  * rest a slice of buckets at a time, so no call does unbounded work.
- * The table is capped at LIMITS_MAX_ENTRIES: past it new clients are
+ * The table is capped at LIMITER_MAX_ENTRIES: past it new clients are
  * admitted without per-client counting (fail open, logged) rather than
  * letting an address flood grow memory without bound; the global session
  * limit still holds then.
@@ -16,13 +16,13 @@
 #include <string.h>
 
 #include "config.h"
-#include "limits.h"
+#include "limiter.h"
 #include "log.h"
 
-#define LIMITS_BUCKETS		(1u << 16)
-#define LIMITS_MAX_ENTRIES	(1u << 20)
-#define LIMITS_WINDOW		60	/* seconds */
-#define LIMITS_SWEEP_SLICE	4096	/* buckets per sweep call */
+#define LIMITER_BUCKETS		(1u << 16)
+#define LIMITER_MAX_ENTRIES	(1u << 20)
+#define LIMITER_WINDOW		60	/* seconds */
+#define LIMITER_SWEEP_SLICE	4096	/* buckets per sweep call */
 
 /* A sliding minute: the count of this window and of the one before. */
 struct limits_rate {
@@ -31,15 +31,15 @@ struct limits_rate {
 	uint64_t	prev;
 };
 
-struct limits_entry {
-	struct limits_entry	*next;
+struct limiter_entry {
+	struct limiter_entry	*next;
 	uint8_t			 key[18];	/* family, prefix, address */
 	unsigned		 conns;
 	time_t			 last;
 	struct limits_rate	 conn_rate, msg_rate, rcpt_rate, byte_rate;
 };
 
-static struct limits_entry	*buckets[LIMITS_BUCKETS];
+static struct limiter_entry	*buckets[LIMITER_BUCKETS];
 static uint64_t			 nentries;
 static unsigned			 sweep_next;
 static time_t			 full_logged;
@@ -47,11 +47,11 @@ static time_t			 full_logged;
 static void
 rate_roll(struct limits_rate *r, time_t now)
 {
-	time_t	window = now - now % LIMITS_WINDOW;
+	time_t	window = now - now % LIMITER_WINDOW;
 
 	if (r->start == window)
 		return;
-	r->prev = r->start == window - LIMITS_WINDOW ? r->cur : 0;
+	r->prev = r->start == window - LIMITER_WINDOW ? r->cur : 0;
 	r->cur = 0;
 	r->start = window;
 }
@@ -64,7 +64,7 @@ rate_count(struct limits_rate *r, time_t now)
 
 	rate_roll(r, now);
 	elapsed = (uint64_t)(now - r->start);
-	return r->cur + r->prev * (LIMITS_WINDOW - elapsed) / LIMITS_WINDOW;
+	return r->cur + r->prev * (LIMITER_WINDOW - elapsed) / LIMITER_WINDOW;
 }
 
 static void
@@ -111,17 +111,17 @@ make_key(uint8_t *key, const struct sockaddr *sa, unsigned prefix)
 	}
 }
 
-static struct limits_entry *
+static struct limiter_entry *
 lookup(const uint8_t *key, time_t now)
 {
-	uint32_t		 b = key_hash(key) & (LIMITS_BUCKETS - 1);
-	struct limits_entry	*e;
+	uint32_t		 b = key_hash(key) & (LIMITER_BUCKETS - 1);
+	struct limiter_entry	*e;
 
 	for (e = buckets[b]; e != NULL; e = e->next)
 		if (memcmp(e->key, key, sizeof e->key) == 0)
 			break;
 	if (e == NULL) {
-		if (nentries >= LIMITS_MAX_ENTRIES) {
+		if (nentries >= LIMITER_MAX_ENTRIES) {
 			if (full_logged != now) {
 				full_logged = now;
 				log_warnx("event=limits_full entries=%llu",
@@ -141,8 +141,8 @@ lookup(const uint8_t *key, time_t now)
 }
 
 bool
-limits_connect(const struct config *c, const struct sockaddr *sa,
-    time_t now, struct limits_client *lc, enum reason *why)
+limiter_connect(const struct config *c, const struct sockaddr *sa,
+    time_t now, struct limiter_client *lc, enum reason *why)
 {
 	static const unsigned	 v4[] = { 32, 24, 0 };
 	static const unsigned	 v6[] = { 64, 56, 48 };
@@ -156,7 +156,7 @@ limits_connect(const struct config *c, const struct sockaddr *sa,
 	make_key(key, sa, prefixes[0]);
 	if ((lc->ip = lookup(key, now)) == NULL)
 		return true;
-	for (size_t i = 0; i < LIMITS_NETS; i++) {
+	for (size_t i = 0; i < LIMITER_NETS; i++) {
 		if (prefixes[i + 1] == 0)
 			continue;
 		make_key(key, sa, prefixes[i + 1]);
@@ -166,7 +166,7 @@ limits_connect(const struct config *c, const struct sockaddr *sa,
 		*why = REASON_LIMIT_CONN_PER_IP;
 		goto refuse;
 	}
-	for (size_t i = 0; i < LIMITS_NETS; i++) {
+	for (size_t i = 0; i < LIMITER_NETS; i++) {
 		if (lc->net[i] != NULL && c->conn_per_net > 0 &&
 		    lc->net[i]->conns >= c->conn_per_net) {
 			*why = REASON_LIMIT_CONN_PER_NET;
@@ -181,7 +181,7 @@ limits_connect(const struct config *c, const struct sockaddr *sa,
 		goto refuse;
 	}
 	lc->ip->conns++;
-	for (size_t i = 0; i < LIMITS_NETS; i++)
+	for (size_t i = 0; i < LIMITER_NETS; i++)
 		if (lc->net[i] != NULL)
 			lc->net[i]->conns++;
 	return true;
@@ -191,18 +191,18 @@ refuse:
 }
 
 void
-limits_disconnect(struct limits_client *lc)
+limiter_disconnect(struct limiter_client *lc)
 {
 	if (lc->ip != NULL && lc->ip->conns > 0)
 		lc->ip->conns--;
-	for (size_t i = 0; i < LIMITS_NETS; i++)
+	for (size_t i = 0; i < LIMITER_NETS; i++)
 		if (lc->net[i] != NULL && lc->net[i]->conns > 0)
 			lc->net[i]->conns--;
 	memset(lc, 0, sizeof *lc);
 }
 
 bool
-limits_message(const struct config *c, struct limits_client *lc,
+limiter_message(const struct config *c, struct limiter_client *lc,
     time_t now, enum reason *why)
 {
 	if (lc->ip == NULL)
@@ -223,7 +223,7 @@ limits_message(const struct config *c, struct limits_client *lc,
 }
 
 bool
-limits_rcpt(const struct config *c, struct limits_client *lc, time_t now,
+limiter_rcpt(const struct config *c, struct limiter_client *lc, time_t now,
     enum reason *why)
 {
 	if (lc->ip == NULL)
@@ -238,39 +238,39 @@ limits_rcpt(const struct config *c, struct limits_client *lc, time_t now,
 }
 
 void
-limits_bytes(struct limits_client *lc, uint64_t n, time_t now)
+limiter_bytes(struct limiter_client *lc, uint64_t n, time_t now)
 {
 	if (lc->ip != NULL)
 		rate_add(&lc->ip->byte_rate, now, n);
 }
 
 void
-limits_sweep(time_t now)
+limiter_sweep(time_t now)
 {
-	for (unsigned i = 0; i < LIMITS_SWEEP_SLICE; i++) {
-		struct limits_entry **pp = &buckets[sweep_next], *e;
+	for (unsigned i = 0; i < LIMITER_SWEEP_SLICE; i++) {
+		struct limiter_entry **pp = &buckets[sweep_next], *e;
 
 		while ((e = *pp) != NULL) {
 			if (e->conns == 0 &&
-			    now - e->last > 2 * LIMITS_WINDOW) {
+			    now - e->last > 2 * LIMITER_WINDOW) {
 				*pp = e->next;
 				free(e);
 				nentries--;
 			} else
 				pp = &e->next;
 		}
-		sweep_next = (sweep_next + 1) & (LIMITS_BUCKETS - 1);
+		sweep_next = (sweep_next + 1) & (LIMITER_BUCKETS - 1);
 	}
 }
 
 uint64_t
-limits_entries(void)
+limiter_entries(void)
 {
 	return nentries;
 }
 
 unsigned
-limits_conns(const struct limits_client *lc)
+limiter_conns(const struct limiter_client *lc)
 {
 	return lc->ip != NULL ? lc->ip->conns : 0;
 }
