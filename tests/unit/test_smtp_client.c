@@ -25,6 +25,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -47,6 +48,7 @@ struct srv {
 	bool			 close_in_data;
 	bool			 silent_rcpt;	/* then silent for good */
 	bool			 mute;
+	bool			 stall_data;	/* stop reading after 354 */
 	/* what it saw */
 	int			 connections;
 	int			 transactions;
@@ -149,6 +151,11 @@ srv_read(struct bufferevent *bev, void *arg)
 			else {
 				s->in_data = true;
 				srv_reply(bev, "354 go ahead\r\n");
+				if (s->stall_data) {
+					bufferevent_disable(bev, EV_READ);
+					free(line);
+					return;
+				}
 			}
 		} else if (strncasecmp(line, "RSET", 4) == 0) {
 			s->saw_rset = true;
@@ -656,6 +663,82 @@ test_rcpt_timeout(void **state)
 		    f->conn.text);
 }
 
+/* The server stops reading the body: no progress is a timeout. */
+static void
+test_body_stall(void **state)
+{
+	struct fx			*f = *state;
+	const char *const		 r[] = { "a@x.test" };
+	struct smtp_client_options	 o = opts;
+	size_t				 len = 16 * 1024 * 1024, i;
+	uint8_t				*body = malloc(len);
+
+	assert_non_null(body);
+	memset(body, 'b', len);
+	for (i = 98; i + 1 < len; i += 100) {
+		body[i] = '\r';
+		body[i + 1] = '\n';
+	}
+	make_msg(f, "s@sender.test", r, 1, body, len, 0);
+	free(body);
+	o.reply_timeout = 300;
+	f->srv.stall_data = true;
+	connect_ready(f, &o);
+	send_msg(f);
+	assert_int_equal(f->status, SMTP_CLIENT_NETWORK);
+	if (strcmp(f->conn.text, "timeout sending message body") != 0)
+		fail_msg("text got=%s want=timeout sending message body",
+		    f->conn.text);
+}
+
+/* Names through evdns, answered from a hosts file. */
+static void
+test_dns(void **state)
+{
+	struct fx		*f = *state;
+	const char *const	 r[] = { "a@x.test" };
+	struct evdns_base	*dns;
+	char			 hosts[] = "/tmp/test_smtp_client_hosts.XXXXXX";
+	char			 port[16];
+	int			 fd;
+
+	assert_true((fd = mkstemp(hosts)) != -1);
+	assert_int_equal(write(fd, "127.0.0.1 mx.test\n", 18), 18);
+	close(fd);
+	assert_non_null(dns = evdns_base_new(f->base, 0));
+	assert_int_equal(evdns_base_load_hosts(dns, hosts), 0);
+	unlink(hosts);
+	make_msg(f, "s@sender.test", r, 1, (const uint8_t *)body1,
+	    strlen(body1), 0);
+	snprintf(port, sizeof(port), "%d", f->srv.port);
+
+	f->c = smtp_client_connect(f->base, dns, "mx.test", port, &opts,
+	    record_cb, f);
+	assert_non_null(f->c);
+	run_until_cb(f);
+	if (f->status != SMTP_CLIENT_OK)
+		fail_msg("status got=%d want=OK text=%s", f->status,
+		    f->conn.text);
+	send_msg(f);
+	check_reply("data", &f->data, 250);
+	quit(f);
+
+	/* No nameserver knows it. */
+	f->c = smtp_client_connect(f->base, dns, "nx.invalid", port, &opts,
+	    record_cb, f);
+	assert_non_null(f->c);
+	run_until_cb(f);
+	assert_int_equal(f->status, SMTP_CLIENT_NETWORK);
+	print_message("text=%s\n", f->conn.text);
+	/* Bad port. */
+	f->c = smtp_client_connect(f->base, dns, "127.0.0.1", "99999", &opts,
+	    record_cb, f);
+	assert_non_null(f->c);
+	run_until_cb(f);
+	assert_int_equal(f->status, SMTP_CLIENT_NETWORK);
+	evdns_base_free(dns, 1);
+}
+
 /* Greetings and EHLO answers. */
 struct greet {
 	const char		*name;
@@ -787,6 +870,9 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_rcpt_timeout, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_body_stall, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_dns, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_greetings, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_long_line, setup,
