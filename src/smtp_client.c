@@ -255,7 +255,12 @@ sc_break(struct smtp_client *c, const char *why)
 	sc_close(c);
 	c->state = SC_BROKEN;
 	(void)snprintf(c->broken, sizeof(c->broken), "%s", why);
-	log_debug("event=smtp_client_broken why=%s", why);
+	if (log_enabled(LOG_LEVEL_DEBUG)) {
+		char	 esc[LOG_ESCAPE_MAX + 8];
+
+		log_debug("event=smtp_client_broken why=%s", log_escape(esc,
+		    sizeof(esc), why, strlen(why)));
+	}
 }
 
 /* Calls the callback from a zero-delay event, never from the API call. */
@@ -310,7 +315,13 @@ sc_fail(struct smtp_client *c, enum smtp_client_status status,
 	va_end(ap);
 	if (n < 0)
 		buf[0] = '\0';
-	log_debug("event=smtp_client_fail status=%d why=%s", (int)status, buf);
+	if (log_enabled(LOG_LEVEL_DEBUG)) {
+		char	 esc[LOG_ESCAPE_MAX + 8];
+
+		log_debug("event=smtp_client_fail status=%d why=%s",
+		    (int)status, log_escape(esc, sizeof(esc), buf,
+		    strlen(buf)));
+	}
 
 	switch (c->state) {
 	case SC_QUIT:
