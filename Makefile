@@ -21,7 +21,7 @@ WARN	:= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wformat=2 -Wvla
 CFLAGS	+= -std=c11 -D_GNU_SOURCE -g -fstack-protector-strong $(OPT) $(WARN) \
 	   $(shell pkg-config --cflags $(PKGS)) -Isrc -MMD -MP
-LDLIBS	:= $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+LDLIBS	:= $(shell pkg-config --libs $(PKGS)) -lz -lpthread -lm
 LDFLAGS	+= $(LDSAN)
 
 MAINS	:= src/moatd.c src/moatctl.c

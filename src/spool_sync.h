@@ -30,6 +30,12 @@ struct spool_sync	*spool_sync_new(struct event_base *, struct spool *,
 void			 spool_sync_commit(struct spool_sync *,
 			    struct spool_writer *, spool_sync_cb,
 			    uint64_t cookie);
+/*
+ * Counters since spool_sync_new: batches run and files committed in them
+ * (files / batches is the group-commit factor).  Safe on any thread.
+ */
+void			 spool_sync_stats(struct spool_sync *,
+			    uint64_t *batches, uint64_t *files);
 /* Waits for queued batches, stops the thread, frees. */
 void			 spool_sync_free(struct spool_sync *);
 
