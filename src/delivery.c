@@ -2238,8 +2238,7 @@ entry_hold(struct delivery *d, struct dq_entry *e)
 	}
 	entry_detach(e);
 	e->state = DELIVERY_HELD;
-	d->stats.held++;
-	log_info("event=held qid=%s", e->qid);
+	d->stats.held++;	/* spool_hold logs it */
 	return 1;
 }
 
@@ -2273,8 +2272,7 @@ entry_release(struct delivery *d, struct dq_entry *e)
 		return 0;
 	}
 	d->stats.held--;
-	e->state = DELIVERY_READY;
-	log_info("event=released qid=%s", e->qid);
+	e->state = DELIVERY_READY;	/* spool_release logs it */
 	entry_ready(d, e);
 	return 1;
 }
