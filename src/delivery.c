@@ -1989,9 +1989,13 @@ delivery_free(struct delivery *d)
 		p->d = NULL;
 	}
 	while ((ds = TAILQ_FIRST(&d->dests)) != NULL) {
+		/*
+		 * Drop, not QUIT: the loop may never run again to finish a
+		 * polite close, and the server copes with a closed socket.
+		 */
 		while ((c = TAILQ_FIRST(&ds->conns)) != NULL) {
 			c->entry = NULL;
-			conn_free(c, true);
+			conn_free(c, false);
 		}
 		TAILQ_REMOVE(&d->dests, ds, link);
 		event_free(ds->timer);
