@@ -117,6 +117,12 @@ int		 delivery_delete(struct delivery *, const char *qid);
 int		 delivery_hold(struct delivery *, const char *qid);
 int		 delivery_release(struct delivery *, const char *qid);
 const char	*delivery_state_name(enum delivery_state);
+/*
+ * Retry delay in ms after attempts failed attempts (0 counts as 1):
+ * min(max_ms, min_ms * 2^(attempts-1)) with +-10% jitter.
+ */
+uint64_t	 delivery_backoff(unsigned attempts, uint64_t min_ms,
+		    uint64_t max_ms);
 const char	*delivery_circuit_name(enum delivery_circuit);
 
 #endif

@@ -1,0 +1,824 @@
+/*
+ * test_delivery.c: the delivery scheduler.
+ *
+ * delivery_backoff is checked against a table.  The rest drives a real
+ * event_base, spool and spool_sync against a tiny scripted SMTP server
+ * (a pthread with blocking sockets on 127.0.0.1, one thread per
+ * connection) whose replies depend on the recipient's local part:
+ *   bad...  -> 550 5.1.1
+ *   tmp...  -> 451 4.2.0 on the first try, then 250
+ *   else    -> 250
+ * Each test works in its own mkdtemp spool.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "delivery.h"
+#include "log.h"
+#include "spool.h"
+#include "spool_sync.h"
+
+/* ------------------------------------------------------------ backoff */
+
+static void
+test_backoff(void **state)
+{
+	static const struct {
+		unsigned	attempts;
+		uint64_t	min, max, want;	/* want +-10% */
+	} cases[] = {
+		{ 0, 1000, 60000, 1000 },
+		{ 1, 1000, 60000, 1000 },
+		{ 2, 1000, 60000, 2000 },
+		{ 3, 1000, 60000, 4000 },
+		{ 6, 1000, 60000, 32000 },
+		{ 7, 1000, 60000, 60000 },
+		{ 50, 1000, 60000, 60000 },
+		{ 200, 1000, 60000, 60000 },
+		{ 4000000000u, 300000, 14400000, 14400000 },
+		{ 1, 100, 50, 100 },		/* max < min: min wins */
+		{ 3, 5, 1000, 20 },
+		{ 1, 0, 0, 0 },
+	};
+	size_t		i;
+	int		k;
+	uint64_t	got, lo, hi;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		lo = cases[i].want - cases[i].want / 10;
+		hi = cases[i].want + cases[i].want / 10;
+		for (k = 0; k < 200; k++) {
+			got = delivery_backoff(cases[i].attempts, cases[i].min,
+			    cases[i].max);
+			if (got < lo || got > hi)
+				fail_msg("case %zu attempts=%u: got=%llu "
+				    "want=[%llu,%llu]", i, cases[i].attempts,
+				    (unsigned long long)got,
+				    (unsigned long long)lo,
+				    (unsigned long long)hi);
+		}
+	}
+}
+
+static void
+test_names(void **state)
+{
+	(void)state;
+	assert_string_equal(delivery_state_name(DELIVERY_HELD), "held");
+	assert_string_equal(delivery_state_name(DELIVERY_DEFERRED),
+	    "deferred");
+	assert_string_equal(delivery_circuit_name(DELIVERY_CIRCUIT_OPEN),
+	    "open");
+	assert_string_equal(delivery_circuit_name(DELIVERY_CIRCUIT_HALF_OPEN),
+	    "half_open");
+}
+
+/* ------------------------------------------------------ scripted server */
+
+struct srv {
+	int		 lfd;
+	int		 port;
+	pthread_t	 th;
+	volatile bool	 stop;
+	pthread_mutex_t	 mu;
+	int		 messages;	/* accepted with 250 after DATA */
+	int		 null_sender;	/* of which MAIL FROM:<> */
+	int		 tmp_seen;	/* 451s given */
+	int		 connections;
+	char		 order[64][32];	/* rcpts of accepted messages */
+};
+
+struct srv_conn {
+	struct srv	*s;
+	int		 fd;
+	char		 buf[8192];
+	size_t		 len;
+};
+
+static int
+srv_line(struct srv_conn *c, char *out, size_t outlen)
+{
+	char	*nl;
+	ssize_t	 n;
+	size_t	 l;
+
+	for (;;) {
+		if ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
+			l = (size_t)(nl - c->buf);
+			if (l > 0 && c->buf[l - 1] == '\r')
+				l--;
+			if (l >= outlen)
+				l = outlen - 1;
+			memcpy(out, c->buf, l);
+			out[l] = '\0';
+			l = (size_t)(nl - c->buf) + 1;
+			memmove(c->buf, c->buf + l, c->len - l);
+			c->len -= l;
+			return 0;
+		}
+		if (c->len == sizeof(c->buf))
+			return -1;
+		n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
+		if (n <= 0)
+			return -1;
+		c->len += (size_t)n;
+	}
+}
+
+static void
+srv_say(struct srv_conn *c, const char *s)
+{
+	(void)!send(c->fd, s, strlen(s), MSG_NOSIGNAL);
+}
+
+static void *
+srv_conn_main(void *arg)
+{
+	struct srv_conn	*c = arg;
+	struct srv	*s = c->s;
+	char		 line[1024], rcpt[32][64], *p;
+	int		 nrcpt = 0, ok = 0, i;
+	bool		 null_sender = false;
+
+	srv_say(c, "220 test ESMTP\r\n");
+	while (srv_line(c, line, sizeof(line)) == 0) {
+		if (strncasecmp(line, "EHLO", 4) == 0 ||
+		    strncasecmp(line, "HELO", 4) == 0)
+			srv_say(c, "250 test\r\n");
+		else if (strncasecmp(line, "MAIL FROM:", 10) == 0) {
+			null_sender = strncmp(line + 10, "<>", 2) == 0;
+			nrcpt = ok = 0;
+			srv_say(c, "250 2.1.0 ok\r\n");
+		} else if (strncasecmp(line, "RCPT TO:<", 9) == 0) {
+			p = line + 9;
+			pthread_mutex_lock(&s->mu);
+			if (strncmp(p, "bad", 3) == 0)
+				srv_say(c, "550 5.1.1 no such user\r\n");
+			else if (strncmp(p, "tmp", 3) == 0 &&
+			    s->tmp_seen == 0) {
+				s->tmp_seen++;
+				srv_say(c, "451 4.2.0 try later\r\n");
+			} else {
+				if (nrcpt < 32) {
+					snprintf(rcpt[nrcpt],
+					    sizeof(rcpt[nrcpt]), "%.60s", p);
+					nrcpt++;
+				}
+				ok++;
+				srv_say(c, "250 2.1.5 ok\r\n");
+			}
+			pthread_mutex_unlock(&s->mu);
+		} else if (strcasecmp(line, "DATA") == 0) {
+			if (ok == 0) {
+				srv_say(c, "554 no valid recipients\r\n");
+				continue;
+			}
+			srv_say(c, "354 go\r\n");
+			while (srv_line(c, line, sizeof(line)) == 0 &&
+			    strcmp(line, ".") != 0)
+				;
+			pthread_mutex_lock(&s->mu);
+			if (s->messages < 64)
+				snprintf(s->order[s->messages],
+				    sizeof(s->order[0]), "%.30s",
+				    nrcpt > 0 ? rcpt[0] : "");
+			s->messages++;
+			if (null_sender)
+				s->null_sender++;
+			pthread_mutex_unlock(&s->mu);
+			srv_say(c, "250 2.0.0 queued\r\n");
+		} else if (strcasecmp(line, "RSET") == 0 ||
+		    strcasecmp(line, "NOOP") == 0)
+			srv_say(c, "250 ok\r\n");
+		else if (strcasecmp(line, "QUIT") == 0) {
+			srv_say(c, "221 bye\r\n");
+			break;
+		} else
+			srv_say(c, "500 what\r\n");
+	}
+	(void)i;
+	close(c->fd);
+	free(c);
+	return NULL;
+}
+
+static void *
+srv_main(void *arg)
+{
+	struct srv	*s = arg;
+	struct pollfd	 pfd;
+	struct srv_conn	*c;
+	pthread_t	 th;
+	int		 fd;
+
+	while (!s->stop) {
+		pfd.fd = s->lfd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 20) <= 0)
+			continue;
+		if ((fd = accept(s->lfd, NULL, NULL)) == -1)
+			continue;
+		pthread_mutex_lock(&s->mu);
+		s->connections++;
+		pthread_mutex_unlock(&s->mu);
+		c = calloc(1, sizeof(*c));
+		assert_non_null(c);
+		c->s = s;
+		c->fd = fd;
+		if (pthread_create(&th, NULL, srv_conn_main, c) != 0)
+			abort();
+		pthread_detach(th);
+	}
+	close(s->lfd);
+	return NULL;
+}
+
+/* Binds 127.0.0.1:port (0 = any) and returns the fd; *port is set. */
+static int
+srv_bind(int *port, bool do_listen)
+{
+	struct sockaddr_in	sin;
+	socklen_t		len = sizeof(sin);
+	int			fd, one = 1;
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((uint16_t)*port);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	*port = ntohs(sin.sin_port);
+	if (do_listen)
+		assert_int_equal(listen(fd, 64), 0);
+	return fd;
+}
+
+static void
+srv_start(struct srv *s, int port)
+{
+	s->port = port;
+	s->stop = false;
+	s->lfd = srv_bind(&s->port, true);
+	pthread_mutex_init(&s->mu, NULL);
+	assert_int_equal(pthread_create(&s->th, NULL, srv_main, s), 0);
+}
+
+static void
+srv_stop(struct srv *s)
+{
+	s->stop = true;
+	pthread_join(s->th, NULL);
+}
+
+/* A port with nothing listening (bound then closed). */
+static int
+dead_port(void)
+{
+	int	port = 0, fd;
+
+	fd = srv_bind(&port, false);
+	close(fd);
+	return port;
+}
+
+/* ------------------------------------------------------------ fixture */
+
+struct fx {
+	char			 dir[64];
+	struct event_base	*base;
+	struct spool		*sp;
+	struct spool_sync	*sync;
+	struct config		*cfg;
+	struct config_domain	 dom;
+	struct delivery		*d;
+	struct srv		 srv;
+	bool			 srv_running;
+};
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	return remove(path);
+}
+
+static void
+set_server(struct fx *fx, size_t i, int port)
+{
+	snprintf(fx->dom.servers[i].host, sizeof(fx->dom.servers[i].host),
+	    "127.0.0.1");
+	snprintf(fx->dom.servers[i].port, sizeof(fx->dom.servers[i].port),
+	    "%d", port);
+	if (fx->dom.nservers < i + 1)
+		fx->dom.nservers = i + 1;
+}
+
+static int
+setup(void **state)
+{
+	struct fx	*fx;
+	char		*cause = NULL;
+
+	fx = calloc(1, sizeof(*fx));
+	assert_non_null(fx);
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/moat-test-delivery-XXXXXX");
+	assert_non_null(mkdtemp(fx->dir));
+	fx->base = event_base_new();
+	assert_non_null(fx->base);
+	fx->sp = spool_open(fx->dir, &cause);
+	if (fx->sp == NULL)
+		fail_msg("spool_open: %s", cause);
+	fx->sync = spool_sync_new(fx->base, fx->sp, &cause);
+	if (fx->sync == NULL)
+		fail_msg("spool_sync_new: %s", cause);
+
+	fx->cfg = calloc(1, sizeof(*fx->cfg));
+	assert_non_null(fx->cfg);
+	snprintf(fx->cfg->hostname, sizeof(fx->cfg->hostname), "mx.test");
+	snprintf(fx->dom.name, sizeof(fx->dom.name), "example.test");
+	fx->cfg->domains = &fx->dom;
+	fx->cfg->ndomains = 1;
+	fx->cfg->retry_min = 100;
+	fx->cfg->retry_max = 400;
+	fx->cfg->delivery_concurrency = 2;
+	fx->cfg->messages_per_connection = 10;
+	fx->cfg->connect_timeout = 1000;
+	fx->cfg->reply_timeout = 2000;
+	fx->cfg->circuit_failures = 3;
+	fx->cfg->circuit_probe = 300;
+	*state = fx;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fx	*fx = *state;
+
+	if (fx->d != NULL)
+		delivery_free(fx->d);
+	if (fx->srv_running)
+		srv_stop(&fx->srv);
+	spool_sync_free(fx->sync);
+	spool_close(fx->sp);
+	event_base_free(fx->base);
+	nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(fx->cfg);
+	free(fx);
+	return 0;
+}
+
+static void
+fx_start(struct fx *fx)
+{
+	fx->d = delivery_new(fx->base, fx->sp, fx->sync, fx->cfg);
+	assert_non_null(fx->d);
+}
+
+/* Writes a message straight into queue/ and hands it to delivery. */
+static void
+fx_queue(struct fx *fx, const char *sender, const char *rcpt1,
+    const char *rcpt2, char *qid)
+{
+	struct spool_envelope	 env;
+	struct spool_writer	*w;
+	char			 dirpath[1024], *cause = NULL, rc[2][257];
+	const char		*body = "Subject: test\r\n\r\nhello\r\n";
+
+	memset(&env, 0, sizeof(env));
+	memset(rc, 0, sizeof(rc));
+	snprintf(env.sender, sizeof(env.sender), "%s", sender);
+	snprintf(env.domain, sizeof(env.domain), "example.test");
+	snprintf(rc[0], sizeof(rc[0]), "%s", rcpt1);
+	if (rcpt2 != NULL)
+		snprintf(rc[1], sizeof(rc[1]), "%s", rcpt2);
+	env.rcpts = rc;
+	env.nrcpts = rcpt2 != NULL ? 2 : 1;
+	env.created = time(NULL);
+	w = spool_writer_new(fx->sp, &env, &cause);
+	if (w == NULL)
+		fail_msg("spool_writer_new: %s", cause);
+	snprintf(env.qid, sizeof(env.qid), "%s", spool_writer_qid(w));
+	assert_int_equal(spool_writer_write(w, body, strlen(body)), 0);
+	assert_int_equal(spool_writer_finish(w), 0);
+	env.body_len = strlen(body);
+	assert_int_equal(spool_writer_commit(w, dirpath, sizeof(dirpath)), 0);
+	if (qid != NULL)
+		snprintf(qid, QID_LEN + 1, "%s", env.qid);
+	if (fx->d != NULL)
+		delivery_enqueue(fx->d, &env);
+}
+
+static void
+tick_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+}
+
+/* Runs the loop until pred holds or ms pass; returns pred. */
+static bool
+run_until(struct fx *fx, bool (*pred)(struct fx *, void *), void *arg,
+    int ms)
+{
+	struct event	*tick;
+	struct timeval	 tv = { 0, 10000 };
+	struct timespec	 t0, t1;
+	bool		 ok;
+
+	tick = event_new(fx->base, -1, EV_PERSIST, tick_cb, NULL);
+	evtimer_add(tick, &tv);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		if ((ok = pred(fx, arg)))
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if ((t1.tv_sec - t0.tv_sec) * 1000 +
+		    (t1.tv_nsec - t0.tv_nsec) / 1000000 > ms)
+			break;
+		event_base_loop(fx->base, EVLOOP_ONCE);
+	}
+	event_free(tick);
+	return ok;
+}
+
+static bool
+queue_empty(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.messages == 0;
+}
+
+static int
+srv_messages(struct fx *fx)
+{
+	int	n;
+
+	pthread_mutex_lock(&fx->srv.mu);
+	n = fx->srv.messages;
+	pthread_mutex_unlock(&fx->srv.mu);
+	return n;
+}
+
+static bool
+srv_has(struct fx *fx, void *arg)
+{
+	return srv_messages(fx) >= *(int *)arg;
+}
+
+static bool
+file_exists(struct fx *fx, const char *qid)
+{
+	struct spool_message	msg;
+	bool			held;
+
+	if (spool_message_open(fx->sp, qid, &msg, &held) == -1)
+		return false;
+	spool_message_close(&msg);
+	return true;
+}
+
+struct dest_probe {
+	enum delivery_circuit	circuit;
+	unsigned		failures;
+	uint64_t		messages;
+	bool			found;
+};
+
+static void
+dest_cb(void *arg, const struct delivery_dest_info *di)
+{
+	struct dest_probe	*p = arg;
+
+	if (strcmp(di->domain, "example.test") != 0)
+		return;
+	p->found = true;
+	p->circuit = di->circuit;
+	p->failures = di->failures;
+	p->messages = di->messages;
+}
+
+static bool
+circuit_is(struct fx *fx, void *arg)
+{
+	struct dest_probe	p;
+
+	memset(&p, 0, sizeof(p));
+	delivery_iterate_dests(fx->d, dest_cb, &p);
+	return p.found && p.circuit == *(enum delivery_circuit *)arg;
+}
+
+struct entry_probe {
+	bool			found;
+	enum delivery_state	state;
+	unsigned		attempts;
+	char			error[128];
+};
+
+static void
+entry_cb(void *arg, const struct delivery_entry_info *ei)
+{
+	struct entry_probe	*p = arg;
+
+	p->found = true;
+	p->state = ei->state;
+	p->attempts = ei->attempts;
+	snprintf(p->error, sizeof(p->error), "%s", ei->last_error);
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void
+test_delivered(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+	int			 want = 1;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid);
+	assert_true(file_exists(fx, qid));
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("queue not empty after 3 s");
+	assert_true(srv_has(fx, &want));
+	assert_false(file_exists(fx, qid));
+	delivery_get_stats(fx->d, &st);
+	if (st.delivered != 1 || st.bounced != 0)
+		fail_msg("delivered got=%llu want=1 bounced got=%llu want=0",
+		    (unsigned long long)st.delivered,
+		    (unsigned long long)st.bounced);
+}
+
+static void
+test_tempfail_then_delivered(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "tmp@example.test", NULL, qid);
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("queue not empty after 3 s");
+	delivery_get_stats(fx->d, &st);
+	if (st.deferred != 1 || st.delivered != 1)
+		fail_msg("deferred got=%llu want=1 delivered got=%llu want=1",
+		    (unsigned long long)st.deferred,
+		    (unsigned long long)st.delivered);
+	assert_false(file_exists(fx, qid));
+}
+
+static void
+test_partial_and_bounce(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+	int			 want = 2;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx_start(fx);
+	/* One good, one unknown: delivered + bounce, the DSN is sent too. */
+	fx_queue(fx, "alice@example.org", "bob@example.test",
+	    "bad@example.test", qid);
+	if (!run_until(fx, srv_has, &want, 3000))
+		fail_msg("server messages got=%d want=2", srv_messages(fx));
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("queue not empty after 3 s");
+	delivery_get_stats(fx->d, &st);
+	if (st.bounced != 1 || st.delivered != 2)
+		fail_msg("bounced got=%llu want=1 delivered got=%llu want=2",
+		    (unsigned long long)st.bounced,
+		    (unsigned long long)st.delivered);
+	pthread_mutex_lock(&fx->srv.mu);
+	if (fx->srv.null_sender != 1)
+		fail_msg("DSNs got=%d want=1", fx->srv.null_sender);
+	pthread_mutex_unlock(&fx->srv.mu);
+	assert_false(file_exists(fx, qid));
+}
+
+static void
+test_no_dsn_for_null_sender(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx_start(fx);
+	fx_queue(fx, "", "bad@example.test", NULL, NULL);
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("queue not empty after 3 s");
+	delivery_get_stats(fx->d, &st);
+	if (st.bounced != 1)
+		fail_msg("bounced got=%llu want=1",
+		    (unsigned long long)st.bounced);
+	run_until(fx, queue_empty, NULL, 200);
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 0)
+		fail_msg("messages got=%llu want=0 (DSN for <>?)",
+		    (unsigned long long)st.messages);
+}
+
+static void
+test_circuit(void **state)
+{
+	struct fx		*fx = *state;
+	enum delivery_circuit	 open = DELIVERY_CIRCUIT_OPEN;
+	enum delivery_circuit	 closed = DELIVERY_CIRCUIT_CLOSED;
+	struct entry_probe	 ep;
+	struct delivery_stats	 st;
+	char			 qid[8][QID_LEN + 1], rc[32];
+	int			 port = dead_port(), i;
+
+	set_server(fx, 0, port);
+	fx->cfg->delivery_concurrency = 1;
+	fx->cfg->retry_min = 5000;	/* no retries during the test */
+	fx->cfg->retry_max = 5000;
+	fx_start(fx);
+	for (i = 0; i < 6; i++) {
+		snprintf(rc, sizeof(rc), "u%d@example.test", i);
+		fx_queue(fx, "alice@example.org", rc, NULL, qid[i]);
+	}
+	if (!run_until(fx, circuit_is, &open, 3000))
+		fail_msg("circuit did not open");
+	/* Waiting for the circuit does not count as attempts. */
+	run_until(fx, queue_empty, NULL, 700);
+	memset(&ep, 0, sizeof(ep));
+	assert_int_equal(delivery_info(fx->d, qid[5], entry_cb, &ep), 1);
+	if (ep.attempts != 0 || ep.state != DELIVERY_DEFERRED)
+		fail_msg("waiting entry attempts got=%u want=0 state got=%s "
+		    "want=deferred", ep.attempts,
+		    delivery_state_name(ep.state));
+	delivery_get_stats(fx->d, &st);
+	assert_int_equal(st.messages, 6);
+
+	/* The server comes back on the same port: probe, close, drain. */
+	srv_start(&fx->srv, port);
+	fx->srv_running = true;
+	if (!run_until(fx, circuit_is, &closed, 3000))
+		fail_msg("circuit did not close");
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("queue not drained: messages left");
+	assert_int_equal(srv_messages(fx), 6);
+	for (i = 0; i < 6; i++)
+		assert_false(file_exists(fx, qid[i]));
+}
+
+static void
+test_backup_server(void **state)
+{
+	struct fx		*fx = *state;
+	enum delivery_circuit	 closed = DELIVERY_CIRCUIT_CLOSED;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, dead_port());
+	set_server(fx, 1, fx->srv.port);
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, NULL);
+	fx_queue(fx, "alice@example.org", "carol@example.test", NULL, NULL);
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("queue not empty via backup");
+	assert_true(circuit_is(fx, &closed));
+	assert_int_equal(srv_messages(fx), 2);
+}
+
+static void
+test_load_and_operator(void **state)
+{
+	struct fx		*fx = *state;
+	struct entry_probe	 ep;
+	struct delivery_stats	 st;
+	char			 qid[3][QID_LEN + 1];
+	enum reason		 why;
+
+	/* Three messages in the spool before delivery starts, for an
+	 * unconfigured domain: they wait. */
+	fx->cfg->ndomains = 0;
+	fx_queue(fx, "alice@example.org", "a@example.test", NULL, qid[0]);
+	fx_queue(fx, "alice@example.org", "b@example.test", NULL, qid[1]);
+	fx_queue(fx, "alice@example.org", "c@example.test", NULL, qid[2]);
+	fx_start(fx);
+	assert_int_equal(delivery_load(fx->d), 3);
+	run_until(fx, queue_empty, NULL, 100);
+
+	memset(&ep, 0, sizeof(ep));
+	assert_int_equal(delivery_info(fx->d, qid[0], entry_cb, &ep), 1);
+	assert_int_equal(ep.state, DELIVERY_DEFERRED);
+	assert_string_equal(ep.error, "domain not configured");
+	assert_int_equal(delivery_info(fx->d, "0000000000000000ff", entry_cb,
+	    &ep), -1);
+
+	fx->cfg->queue_max_messages = 3;
+	assert_false(delivery_accepting(fx->d, 10, &why));
+	assert_int_equal(why, REASON_QUEUE_FULL);
+	fx->cfg->queue_max_messages = 0;
+	fx->cfg->queue_max_bytes = 1000;
+	assert_true(delivery_accepting(fx->d, 10, &why));
+	assert_false(delivery_accepting(fx->d, 1000, &why));
+	assert_int_equal(why, REASON_QUEUE_FULL);
+	fx->cfg->queue_max_bytes = 0;
+
+	assert_int_equal(delivery_hold(fx->d, qid[1]), 1);
+	assert_int_equal(delivery_hold(fx->d, qid[1]), 0);
+	delivery_get_stats(fx->d, &st);
+	assert_int_equal(st.held, 1);
+	memset(&ep, 0, sizeof(ep));
+	delivery_info(fx->d, qid[1], entry_cb, &ep);
+	assert_int_equal(ep.state, DELIVERY_HELD);
+	assert_int_equal(delivery_delete(fx->d, qid[2]), 1);
+	assert_false(file_exists(fx, qid[2]));
+	assert_int_equal(delivery_delete(fx->d, qid[2]), -1);
+
+	/* Reload with the domain configured: everything goes but held. */
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->ndomains = 1;
+	delivery_set_config(fx->d, fx->cfg);
+	{
+		int	one = 1;
+
+		if (!run_until(fx, srv_has, &one, 3000))
+			fail_msg("nothing delivered after reload");
+	}
+	run_until(fx, queue_empty, NULL, 300);
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 1 || st.held != 1)
+		fail_msg("messages got=%llu want=1 held got=%llu want=1",
+		    (unsigned long long)st.messages,
+		    (unsigned long long)st.held);
+	assert_int_equal(delivery_release(fx->d, qid[1]), 1);
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("released message not delivered");
+	assert_int_equal(srv_messages(fx), 2);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_backoff),
+		cmocka_unit_test(test_names),
+		cmocka_unit_test_setup_teardown(test_delivered, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tempfail_then_delivered,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_partial_and_bounce,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_dsn_for_null_sender,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_circuit, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_backup_server, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_load_and_operator, setup,
+		    teardown),
+	};
+
+	log_init("test_delivery", LOG_LEVEL_INFO, false);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
