@@ -151,8 +151,8 @@ log_escape(char *buf, size_t len, const char *s, size_t n)
 	for (i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (c > 0x20 && c < 0x7f && c != '"' && c != '\\' &&
-		    c != '=') {
+		/* Printable ASCII stays; values are quoted by callers. */
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
 			if (o + 1 > cap)
 				break;
 			buf[o++] = (char)c;
