@@ -43,7 +43,8 @@ void	log_fatal(const char *, int, bool, const char *, ...)
 
 /*
  * Copies at most n bytes of s into buf (size len) so that the result is
- * printable ASCII without spaces, quotes or backslashes: other bytes become
+ * printable ASCII without quotes or backslashes (callers quote the value):
+ * other bytes become
  * \xHH, and text beyond LOG_ESCAPE_MAX output bytes is cut and marked with
  * "...".  Returns buf.
  */
