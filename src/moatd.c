@@ -145,6 +145,7 @@ reload(char **cause)
 	server.cfg = nc;
 	listener_set_config(nc);
 	delivery_set_config(server.delivery, nc);
+	control_set_config(control, nc);
 	log_set_level(level_from_name(nc->log_level));
 	config_free(old);
 	log_info("event=reload status=ok config=%s domains=%zu", nc->path,
@@ -309,6 +310,7 @@ main(int argc, char **argv)
 		    config->control_socket, cause != NULL ? cause : "?");
 		return 1;
 	}
+	control_set_config(control, config);
 
 	ev_term = evsignal_new(server.base, SIGTERM, sigterm_cb, NULL);
 	ev_int = evsignal_new(server.base, SIGINT, sigterm_cb, NULL);
