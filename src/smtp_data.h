@@ -7,7 +7,10 @@
  * defence (CVE-2023-51764 family): no other sequence ends a message.
  * smtp_stuff() is the reverse, for smtp_client.c sending to the protected
  * server.  Callers: smtp_session.c, smtp_client.c, unit tests, fuzzers.
- * See smtp_data.c for the exact rules.
+ * See smtp_data.c for the exact rules; in short: output is always
+ * canonical CRLF; bare CR/LF set a flag and become CRLF; the first "."
+ * of a line that follows a real CRLF is removed; a "." after a bare CR/LF
+ * is content (kept, never a terminator).
  */
 #ifndef MOAT_SMTP_DATA_H
 #define MOAT_SMTP_DATA_H
