@@ -1248,6 +1248,12 @@ spool_rewrite(struct spool *sp, const char *qid,
 	env.rcpts = rcpts;
 	env.nrcpts = n;
 	env.flags = flags;
+	/*
+	 * A committed qid is never used by a session's writer, so a
+	 * tmp/<qid> can only be left over from an interrupted rewrite.
+	 */
+	spool_path(dst, sizeof(dst), "%s/tmp/%s", sp->dir, qid);
+	(void)unlink(dst);
 	if ((w = spool_writer_create(sp, &env, qid, NULL)) == NULL)
 		goto fail;
 
