@@ -49,6 +49,7 @@ struct srv {
 	bool			 silent_rcpt;	/* then silent for good */
 	bool			 mute;
 	bool			 stall_data;	/* stop reading after 354 */
+	const char		*rcpt_421;	/* this rcpt: 421 and close */
 	/* what it saw */
 	int			 connections;
 	int			 transactions;
@@ -135,6 +136,14 @@ srv_read(struct bufferevent *bev, void *arg)
 				srv_reply(bev, "503 5.5.1 MAIL first\r\n");
 			else if (s->silent_rcpt)
 				s->mute = true;
+			else if (s->rcpt_421 != NULL &&
+			    strstr(line, s->rcpt_421) != NULL) {
+				srv_reply(bev, "421 4.3.2 shutting down\r\n");
+				bufferevent_setcb(bev, NULL,
+				    srv_close_when_flushed, NULL, s);
+				free(line);
+				return;
+			}
 			else if (s->reject_rcpt != NULL &&
 			    strstr(line, s->reject_rcpt) != NULL)
 				srv_reply(bev, "550 5.1.1 no such user\r\n");
@@ -669,6 +678,36 @@ test_rcpt_timeout(void **state)
 		    f->conn.text);
 }
 
+/*
+ * 421 to the second RCPT, then close: the first recipient's 250 and the
+ * 421 are reported (OK); accepted recipients get data = 421 so they do
+ * not look delivered; the next transaction fails with NETWORK.
+ */
+static void
+test_rcpt_421(void **state)
+{
+	struct fx		*f = *state;
+	const char *const	 r[] = { "a@x.test", "b@x.test", "c@x.test" };
+
+	f->srv.rcpt_421 = "b@x.test";
+	make_msg(f, "s@sender.test", r, 3, (const uint8_t *)body1,
+	    strlen(body1), 0);
+	connect_ready(f, NULL);
+	send_msg(f);
+	if (f->status != SMTP_CLIENT_OK)
+		fail_msg("status got=%d want=OK text=%s", f->status,
+		    f->conn.text);
+	check_reply("conn", &f->conn, 0);
+	check_reply("rcpt a", &f->rcpt[0], 250);
+	check_reply("rcpt b", &f->rcpt[1], 421);
+	check_reply("rcpt c", &f->rcpt[2], 0);
+	check_reply("data", &f->data, 421);
+	assert_non_null(f->c);
+	send_msg(f);
+	assert_int_equal(f->status, SMTP_CLIENT_NETWORK);
+	assert_null(f->c);
+}
+
 /* The server stops reading the body: no progress is a timeout. */
 static void
 test_body_stall(void **state)
@@ -881,6 +920,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_body_stall, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_dns, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rcpt_421, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_greetings, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_long_line, setup,
