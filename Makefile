@@ -71,3 +71,10 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJS:.o=.d) $(BUILD)/obj/moatd.d $(BUILD)/obj/moatctl.d
+
+# Benchmarks against Postfix (see bench/README.md); need root and postfix.
+.PHONY: bench bench-dr
+bench: $(BUILD)/moatd
+	bench/run $(BENCH_ARGS)
+bench-dr: $(BUILD)/moatd
+	bench/dr $(BENCH_ARGS)
