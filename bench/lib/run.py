@@ -93,15 +93,11 @@ def settle(gw, limit):
     """Wait until gw's sink has all gw accepted (or limit).  Returns
     seconds waited, or -1 on timeout."""
     t0 = time.monotonic()
-    last, last_t = -1, t0
     while True:
         n = gw.sink.count()
         if n >= gw.sent:
             return time.monotonic() - t0
-        now = time.monotonic()
-        if n != last:
-            last, last_t = n, now
-        if now - t0 > limit:
+        if time.monotonic() - t0 > limit:
             mb.log("%s: sink has %d of %d after %.0fs; going on" %
                    (gw.name, n, gw.sent, limit))
             return -1
@@ -186,7 +182,8 @@ def main():
     for size, sess in cells:
         for gw in gws:
             # Two steps: a tiny run, then one sized for about a second
-            # (a tiny run underestimates: connection set-up dominates).
+            # (a tiny run underestimates: connection set-up dominates),
+            # the rate of the second sizes N.
             pilot = max(50, sess * 10)
             for step in (1, 2):
                 ok, acc, secs, rate = one_run(
@@ -195,7 +192,8 @@ def main():
                 settle(gw, a.settle)
                 if not ok:
                     break
-                pilot = max(pilot, min(a.max_msgs, int(rate)))
+                pilot = min(a.max_msgs,
+                            max(pilot, sess * 20, int(rate * 1.5)))
             n = int(rate * a.target) if ok else pilot
             n = max(sess * 5, min(a.max_msgs, n))
             nmsgs[(gw.name, size, sess)] = n
