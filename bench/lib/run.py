@@ -89,17 +89,23 @@ class Gateway:
         self.alive = lambda: True
 
 
-def settle(gw, limit):
-    """Wait until gw's sink has all gw accepted (or limit).  Returns
-    seconds waited, or -1 on timeout."""
+def settle(gw, limit, stall=5.0):
+    """Wait until gw's sink has all gw accepted, at most limit seconds
+    and at most `stall` seconds without progress (a gateway that does
+    not relay, or backs off, must not stretch the bench).  Returns
+    seconds waited, or -1 when it gave up."""
     t0 = time.monotonic()
+    last, last_t = -1, t0
     while True:
         n = gw.sink.count()
+        now = time.monotonic()
         if n >= gw.sent:
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > limit:
+            return now - t0
+        if n != last:
+            last, last_t = n, now
+        if now - t0 > limit or now - last_t > stall:
             mb.log("%s: sink has %d of %d after %.0fs; going on" %
-                   (gw.name, n, gw.sent, limit))
+                   (gw.name, n, gw.sent, now - t0))
             return -1
         time.sleep(0.1)
 
@@ -228,9 +234,11 @@ def main():
     sinkinfo = []
     for gw in gws:
         got = gw.sink.count()
-        left = ""
         if gw.name == "postfix":
             left = ", %d left in its queue" % mb.pf_queue_count(gw.obj)
+        else:
+            left = ", %d files left under its queue_dir" % \
+                gw.obj.queue_files()
         sinkinfo.append("%s: accepted %d, sink received %d%s" %
                         (gw.name, gw.sent, got, left))
 
