@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import sys
 import time
 
@@ -135,6 +134,7 @@ def main():
     a = parse_args()
     mb.have_tools()
     mb.install_cleanup()
+    mb.KEEP = a.keep
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
     if a.gateway == "moat" and not os.access(a.moatd, os.X_OK):
         mb.die("moatd not found at %s (run `make` at the repository root);"
@@ -270,10 +270,6 @@ def main():
         f.write(text)
     mb.log("results written to %s" % path)
     mb.cleanup()
-    if a.keep:
-        mb.log("kept %s" % workdir)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

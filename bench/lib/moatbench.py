@@ -32,6 +32,8 @@ import time
 
 PROCS = []          # subprocess.Popen objects to stop by PID at exit
 PF_DIRS = []        # Postfix instance dirs to stop at exit
+WORKDIRS = []       # temp dirs to remove at exit unless KEEP
+KEEP = False
 _CLEANED = False
 
 
@@ -75,6 +77,11 @@ def cleanup():
         pf_stop(d)
     for p in reversed(PROCS):
         stop_proc(p)
+    for d in WORKDIRS:
+        if KEEP:
+            log("kept %s" % d)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _on_signal(signum, _frame):
@@ -143,6 +150,7 @@ def wait_port(port, proc=None, limit=15.0):
 def make_workdir(base=None):
     d = tempfile.mkdtemp(prefix="moat-bench-", dir=base)
     os.chmod(d, 0o755)      # the postfix user must traverse it
+    WORKDIRS.append(d)
     return d
 
 

@@ -26,7 +26,6 @@ import argparse
 import datetime
 import os
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -137,6 +136,7 @@ def main():
     a = parse_args()
     mb.have_tools()
     mb.install_cleanup()
+    mb.KEEP = a.keep
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
     want_moat = a.only in ("both", "moat")
@@ -329,12 +329,6 @@ def main():
     mb.log("results written to %s" % path)
 
     mb.cleanup()
-    for gw in gws:
-        gw.sink.fh.close()
-    if a.keep:
-        mb.log("kept %s" % workdir)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
