@@ -164,6 +164,7 @@ def main():
     mb.log("%s on 127.0.0.1:%d, protected server 127.0.0.1:%d" %
            (a.gateway, gport, sport))
     limit = 120.0
+    load0 = os.getloadavg()[0]
 
     # 1. normal
     sink = Sink(workdir, "normal", sport, bound)
@@ -225,9 +226,10 @@ def main():
     L.append("# Disaster recovery: %s" % a.gateway)
     L.append("")
     L.append("%s UTC, %s, %d CPUs, queue fs %s; %s; %d sessions, %d-byte "
-             "messages." % (now.strftime("%Y-%m-%d %H:%M"), platform.node(),
-                            os.cpu_count() or 0, mb.fs_type(workdir),
-                            setting, a.sessions, a.size))
+             "messages; load average %.1f at start, %.1f at end." %
+             (now.strftime("%Y-%m-%d %H:%M"), platform.node(),
+              os.cpu_count() or 0, mb.fs_type(workdir), setting,
+              a.sessions, a.size, load0, os.getloadavg()[0]))
     L.append("")
     L.append("| figure | value | target |")
     L.append("| --- | ---: | --- |")

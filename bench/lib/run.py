@@ -181,6 +181,7 @@ def main():
         mb.log("postfix (master pid %s) on 127.0.0.1:%d -> sink %d" %
                (mb.pf_master_pid(pd), p_pf, p_pf_sink))
 
+    load0 = os.getloadavg()[0]
     cells = [(s, n) for s in a.sizes for n in a.sessions]
     # Pilot: a short unmeasured run per gateway and cell, to size N so
     # that each measured run lasts about a.target seconds.
@@ -248,10 +249,12 @@ def main():
     lines.append("# moat vs. Postfix: accepted messages per second")
     lines.append("")
     lines.append("%s UTC, %s, %d CPUs, queue fs %s, %d interleaved "
-                 "round(s) (order %s), ~%.0fs per run." %
+                 "round(s) (order %s), ~%.0fs per run; load average "
+                 "%.1f at start, %.1f at end (other work on the machine "
+                 "shows here)." %
                  (now.strftime("%Y-%m-%d %H:%M"), platform.node(),
                   os.cpu_count() or 0, mb.fs_type(workdir), a.rounds,
-                  a.order, a.target))
+                  a.order, a.target, load0, os.getloadavg()[0]))
     if moat_note:
         lines.append("")
         lines.append("**%s**" % moat_note)
