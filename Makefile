@@ -71,3 +71,14 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJS:.o=.d) $(BUILD)/obj/moatd.d $(BUILD)/obj/moatctl.d
+
+# Benchmarks against Postfix (see bench/README.md); need root and postfix.
+.PHONY: bench bench-dr
+# moatd is built first when it can be; without it bench/run says so and
+# measures Postfix alone.
+bench:
+	-$(MAKE) $(BUILD)/moatd
+	bench/run $(BENCH_ARGS)
+bench-dr:
+	-$(MAKE) $(BUILD)/moatd
+	bench/dr $(BENCH_ARGS)
