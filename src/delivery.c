@@ -983,7 +983,7 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 {
 	struct spool_message	 msg;
 	struct dsn_rcpt		*dr;
-	char			 dsnq[QID_LEN + 8];
+	char			 dsnq[QID_LEN + 8], esc[LOG_ESCAPE_MAX + 1];
 	bool			 held;
 	size_t			 i;
 	uint64_t		 age;
@@ -1007,9 +1007,10 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 	}
 	age = (now_ms() - e->created_us / 1000) / 1000;
 	log_info("event=expired qid=%s from=<%s> to=<%s> nrcpts=%zu "
-	    "reply=\"4.4.7 %s\" age=%" PRIu64 "s attempts=%u dsn=%s",
-	    e->qid, e->sender, e->first_rcpt, e->nrcpts, DQ_EXPIRED, age,
-	    e->attempts, dsnq);
+	    "reply=\"%s\" age=%" PRIu64 "s attempts=%u dsn=%s",
+	    e->qid, e->sender, e->first_rcpt, e->nrcpts,
+	    log_escape(esc, sizeof(esc), "4.4.7 " DQ_EXPIRED,
+	    strlen("4.4.7 " DQ_EXPIRED)), age, e->attempts, dsnq);
 	d->stats.expired++;
 	if (e->dest != NULL)
 		e->dest->bounced++;
@@ -1469,11 +1470,26 @@ conn_done(void *arg, struct smtp_client *client,
 
 	(void)client;
 	c->entry = NULL;
-	c->sent++;
 	conn_server(c, srv, sizeof(srv));
 	lost = r->status != SMTP_CLIENT_OK;
 	if (lost)
 		c->client = NULL;	/* already freed by the client */
+	if (lost && r->status == SMTP_CLIENT_NETWORK && c->sent > 0 &&
+	    e != NULL && !e->del_pending && !e->hold_pending) {
+		/*
+		 * A reused connection the server (or a middlebox) closed
+		 * while idle: not the message's fault nor a sign of an
+		 * outage.  Try again at once on a fresh connection, which
+		 * counts normally if it fails too.
+		 */
+		log_debug("event=connection_lost domain=%s server=%s qid=%s "
+		    "sent=%u", ds->name, srv, e->qid, c->sent);
+		conn_close_msg(c);
+		conn_free(c, false);
+		entry_ready(d, e);
+		return;
+	}
+	c->sent++;
 	server_ok = !lost && !(r->conn.code >= 400 && r->conn.code < 500);
 
 	if ((out = calloc(n > 0 ? n : 1, sizeof(*out))) == NULL)
@@ -1628,6 +1644,12 @@ dest_run(struct dq_dest *ds)
 	ds->kicked = false;
 	conc = cfg->delivery_concurrency > 0 ? cfg->delivery_concurrency : 1;
 
+	/* Used-up connections go first: they hold concurrency slots. */
+	TAILQ_FOREACH_SAFE(c, &ds->conns, link, cnext)
+		if (c->state == DQ_CONN_IDLE && ((mpc > 0 && c->sent >= mpc) ||
+		    !ds->configured))
+			conn_free(c, true);
+
 	/* Deferred entries whose time has come. */
 	while ((e = heap_top(&ds->wait)) != NULL && e->next_attempt <= now) {
 		heap_remove(e);
@@ -1679,12 +1701,11 @@ dest_run(struct dq_dest *ds)
 		}
 	}
 
-	/* Connections: used up, or idle with nothing to do. */
+	/* Connections idle for a while with nothing to do. */
 	TAILQ_FOREACH_SAFE(c, &ds->conns, link, cnext) {
 		if (c->state != DQ_CONN_IDLE)
 			continue;
-		if ((mpc > 0 && c->sent >= mpc) || !ds->configured ||
-		    now >= c->idle_since + DQ_IDLE_CLOSE_MS)
+		if (now >= c->idle_since + DQ_IDLE_CLOSE_MS)
 			conn_free(c, true);
 		else if (c->idle_since + DQ_IDLE_CLOSE_MS < next)
 			next = c->idle_since + DQ_IDLE_CLOSE_MS;

@@ -797,6 +797,146 @@ test_load_and_operator(void **state)
 	assert_int_equal(srv_messages(fx), 2);
 }
 
+static void
+test_one_per_connection(void **state)
+{
+	struct fx	*fx = *state;
+	int		 i, conns;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->delivery_concurrency = 1;
+	fx->cfg->messages_per_connection = 1;
+	fx_start(fx);
+	for (i = 0; i < 3; i++)
+		fx_queue(fx, "alice@example.org", "bob@example.test", NULL,
+		    NULL);
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("queue not empty (stalled on a used-up connection?)");
+	pthread_mutex_lock(&fx->srv.mu);
+	conns = fx->srv.connections;
+	pthread_mutex_unlock(&fx->srv.mu);
+	if (conns != 3)
+		fail_msg("connections got=%d want=3", conns);
+}
+
+static void
+test_rate(void **state)
+{
+	struct fx	*fx = *state;
+	struct timespec	 t0, t1;
+	long		 ms;
+	int		 i;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->delivery_rate = 5;
+	fx_start(fx);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < 15; i++)
+		fx_queue(fx, "alice@example.org", "bob@example.test", NULL,
+		    NULL);
+	if (!run_until(fx, queue_empty, NULL, 6000))
+		fail_msg("queue not empty after 6 s");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 +
+	    (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	/* 5 at once, then 10 at 5/s: about 2 s. */
+	if (ms < 1700 || ms > 4000)
+		fail_msg("15 messages at 5/s took got=%ldms want=[1700,4000]",
+		    ms);
+}
+
+static bool
+expired_one(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.expired >= 1;
+}
+
+static bool
+one_message(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.messages >= 1;
+}
+
+static void
+test_expire_behind_open_circuit(void **state)
+{
+	struct fx		*fx = *state;
+	enum delivery_circuit	 open = DELIVERY_CIRCUIT_OPEN;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	set_server(fx, 0, dead_port());
+	fx->cfg->circuit_failures = 1;
+	fx->cfg->circuit_probe = 60000;
+	fx->cfg->queue_lifetime = 1500;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid);
+	if (!run_until(fx, circuit_is, &open, 2000))
+		fail_msg("circuit did not open");
+	if (!run_until(fx, expired_one, NULL, 4000))
+		fail_msg("message behind the open circuit did not expire");
+	assert_false(file_exists(fx, qid));
+	/* The bounce is queued in its place (waiting for the circuit). */
+	run_until(fx, one_message, NULL, 1000);
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 1)
+		fail_msg("messages got=%llu want=1 (the DSN)",
+		    (unsigned long long)st.messages);
+}
+
+static bool
+two_messages(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.messages >= 2;
+}
+
+static void
+test_delay_warning(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	struct spool_message	 msg;
+	char			 qid[QID_LEN + 1];
+	bool			 held;
+
+	set_server(fx, 0, dead_port());
+	fx->cfg->circuit_failures = 0;	/* never opens: plain retries */
+	fx->cfg->retry_min = 100;
+	fx->cfg->retry_max = 150;
+	fx->cfg->delay_warning = 300;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid);
+	if (!run_until(fx, two_messages, NULL, 3000))
+		fail_msg("no delayed DSN queued");
+	/* Only one warning, however many retries follow. */
+	run_until(fx, queue_empty, NULL, 800);
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 2)
+		fail_msg("messages got=%llu want=2",
+		    (unsigned long long)st.messages);
+	assert_int_equal(spool_message_open(fx->sp, qid, &msg, &held), 0);
+	if (!(msg.env.flags & SPOOL_F_WARNED))
+		fail_msg("flags got=%#x want SPOOL_F_WARNED",
+		    (unsigned)msg.env.flags);
+	spool_message_close(&msg);
+}
+
 int
 main(void)
 {
@@ -816,6 +956,13 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_backup_server, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_load_and_operator, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_one_per_connection, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_expire_behind_open_circuit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delay_warning, setup,
 		    teardown),
 	};
 
