@@ -174,6 +174,7 @@ TAILQ_HEAD(dq_dests, dq_dest);
 struct dq_pending {
 	struct delivery		*d;	/* NULL after delivery_free */
 	struct spool_envelope	 env;
+	char			 remove[QID_LEN + 1];	/* or "" */
 	TAILQ_ENTRY(dq_pending)	 link;
 };
 TAILQ_HEAD(dq_pendings, dq_pending);
@@ -824,11 +825,21 @@ dsn_committed(uint64_t cookie, int error, const char *qid)
 
 	if (d != NULL) {
 		TAILQ_REMOVE(&d->pendings, p, link);
-		if (error != 0)
-			log_warnx("event=dsn_lost qid=%s error=\"%s\"",
-			    p->env.qid, strerror(error));
-		else {
+		if (error != 0) {
+			/*
+			 * The original stays on disk (out of the in-memory
+			 * queue): the next start delivers or bounces it
+			 * again rather than lose the bounce.
+			 */
+			log_warnx("event=dsn_lost qid=%s error=\"%s\" "
+			    "kept=%s", p->env.qid, strerror(error),
+			    p->remove[0] != '\0' ? p->remove : "none");
+		} else {
 			snprintf(p->env.qid, sizeof(p->env.qid), "%s", qid);
+			if (p->remove[0] != '\0' &&
+			    spool_remove(d->spool, p->remove) == -1)
+				log_warnx("event=remove_error qid=%s",
+				    p->remove);
 			delivery_enqueue(d, &p->env);
 		}
 	}
@@ -840,11 +851,15 @@ dsn_committed(uint64_t cookie, int error, const char *qid)
  * Builds a DSN about msg for rcpts and queues it (sender "", one
  * recipient: the original sender, domain: the original domain).
  * Writes the new qid into qidbuf.  Returns 0 or -1 (logged).
+ *
+ * With remove set, the original's file is removed only once the DSN
+ * is durable, so that a crash in between bounces again instead of
+ * losing the bounce (the caller removes it itself when -1).
  */
 static int
 dsn_queue(struct delivery *d, const struct spool_message *msg,
     enum dsn_action action, const struct dsn_rcpt *rcpts, size_t n,
-    char *qidbuf, size_t qidlen)
+    const char *remove, char *qidbuf, size_t qidlen)
 {
 	struct spool_writer	*w;
 	struct dq_pending	*p;
@@ -871,6 +886,8 @@ dsn_queue(struct delivery *d, const struct spool_message *msg,
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		goto fail;
 	p->d = d;
+	if (remove != NULL)
+		snprintf(p->remove, sizeof(p->remove), "%s", remove);
 	if ((p->env.rcpts = calloc(1, sizeof(*p->env.rcpts))) == NULL) {
 		free(p);
 		goto fail;
@@ -957,7 +974,7 @@ entry_warn(struct delivery *d, struct dq_entry *e, struct spool_message *msg)
 		dr[i].diagnostic = e->last_error;
 		dr[i].remote_mta = NULL;
 	}
-	if (dsn_queue(d, msg, DSN_DELAYED, dr, msg->env.nrcpts, dsnq,
+	if (dsn_queue(d, msg, DSN_DELAYED, dr, msg->env.nrcpts, NULL, dsnq,
 	    sizeof(dsnq)) == 0) {
 		if (spool_rewrite(d->spool, e->qid, msg->env.rcpts,
 		    msg->env.nrcpts, e->flags | SPOOL_F_WARNED) == -1)
@@ -984,23 +1001,28 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 	struct spool_message	 msg;
 	struct dsn_rcpt		*dr;
 	char			 dsnq[QID_LEN + 8], esc[LOG_ESCAPE_MAX + 1];
-	bool			 held;
+	char			 diag[DQ_ERROR_MAX + 64];
+	bool			 held, removing = false;
 	size_t			 i;
 	uint64_t		 age;
 
 	snprintf(dsnq, sizeof(dsnq), "none");
+	if (e->last_error != NULL && e->last_error[0] != '\0')
+		snprintf(diag, sizeof(diag), "%s; last error: %s", DQ_EXPIRED,
+		    e->last_error);
+	else
+		snprintf(diag, sizeof(diag), "%s", DQ_EXPIRED);
 	if (spool_message_open(d->spool, e->qid, &msg, &held) == 0) {
 		if (dsn_allowed(&msg.env) && msg.env.nrcpts > 0 &&
 		    (dr = calloc(msg.env.nrcpts, sizeof(*dr))) != NULL) {
 			for (i = 0; i < msg.env.nrcpts; i++) {
 				dr[i].addr = msg.env.rcpts[i];
 				dr[i].status = "4.4.7";
-				dr[i].diagnostic = e->last_error != NULL ?
-				    e->last_error : DQ_EXPIRED;
+				dr[i].diagnostic = diag;
 				dr[i].remote_mta = NULL;
 			}
-			dsn_queue(d, &msg, DSN_FAILED, dr, msg.env.nrcpts,
-			    dsnq, sizeof(dsnq));
+			removing = dsn_queue(d, &msg, DSN_FAILED, dr,
+			    msg.env.nrcpts, e->qid, dsnq, sizeof(dsnq)) == 0;
 			free(dr);
 		}
 		spool_message_close(&msg);
@@ -1014,7 +1036,7 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 	d->stats.expired++;
 	if (e->dest != NULL)
 		e->dest->bounced++;
-	if (spool_remove(d->spool, e->qid) == -1)
+	if (!removing && spool_remove(d->spool, e->qid) == -1)
 		log_warnx("event=remove_error qid=%s", e->qid);
 	entry_free(d, e);
 }
@@ -1153,6 +1175,7 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	char		  rbuf[DQ_ERROR_MAX], esc[LOG_ESCAPE_MAX + 1];
 	char		 *st = NULL, dsnq[QID_LEN + 8];
 	double		  age;
+	bool		  removing = false;
 
 	e->attempts++;
 	age = (double)(now * 1000 - (e->created_us < now * 1000 ?
@@ -1184,7 +1207,9 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	/* The bounce first, so that its qid can be logged. */
 	snprintf(dsnq, sizeof(dsnq), "none");
 	if (nfail > 0 && dsn_allowed(&msg->env))
-		dsn_queue(d, msg, DSN_FAILED, dr, nfail, dsnq, sizeof(dsnq));
+		removing = dsn_queue(d, msg, DSN_FAILED, dr, nfail,
+		    nleft == 0 && !e->del_pending ? e->qid : NULL, dsnq,
+		    sizeof(dsnq)) == 0 && nleft == 0 && !e->del_pending;
 	if (nleft > 0 && !e->del_pending)
 		delay = entry_defer(d, e, now);
 
@@ -1216,7 +1241,7 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	}
 
 	if (nleft == 0 || e->del_pending) {
-		if (spool_remove(d->spool, e->qid) == -1)
+		if (!removing && spool_remove(d->spool, e->qid) == -1)
 			log_warnx("event=remove_error qid=%s", e->qid);
 		if (e->del_pending)
 			log_info("event=deleted qid=%s", e->qid);
