@@ -938,6 +938,69 @@ test_delay_warning(void **state)
 	spool_message_close(&msg);
 }
 
+/* Loaded from the spool (scan order is by bucket): sent oldest first. */
+static void
+test_load_oldest_first(void **state)
+{
+	struct fx	*fx = *state;
+	char		 rc[32], want[32];
+	int		 i, n = 40;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->delivery_concurrency = 1;
+	fx->cfg->messages_per_connection = 100;
+	for (i = 0; i < n; i++) {
+		snprintf(rc, sizeof(rc), "u%02d@example.test", i);
+		fx_queue(fx, "alice@example.org", rc, NULL, NULL);
+	}
+	fx_start(fx);
+	assert_int_equal(delivery_load(fx->d), n);
+	if (!run_until(fx, queue_empty, NULL, 5000))
+		fail_msg("queue not empty after 5 s");
+	pthread_mutex_lock(&fx->srv.mu);
+	for (i = 0; i < n; i++) {
+		snprintf(want, sizeof(want), "u%02d@example.test>", i);
+		if (strcmp(fx->srv.order[i], want) != 0)
+			fail_msg("message %d: got=%s want=%s", i,
+			    fx->srv.order[i], want);
+	}
+	pthread_mutex_unlock(&fx->srv.mu);
+}
+
+/* Many messages: the hot path must not be O(n) per event. */
+static void
+test_many(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	struct timespec		 t0, t1;
+	long			 ms;
+	int			 i, n = 5000;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->delivery_concurrency = 4;
+	fx->cfg->messages_per_connection = 1000;
+	fx->cfg->circuit_failures = 3;
+	for (i = 0; i < n; i++)
+		fx_queue(fx, "alice@example.org", "bob@example.test", NULL,
+		    NULL);
+	fx_start(fx);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(delivery_load(fx->d), n);
+	if (!run_until(fx, queue_empty, NULL, 60000))
+		fail_msg("queue not empty after 60 s");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 +
+	    (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	delivery_get_stats(fx->d, &st);
+	assert_int_equal(st.delivered, n);
+	fprintf(stderr, "test_many: %d messages in %ld ms\n", n, ms);
+}
+
 int
 main(void)
 {
@@ -965,6 +1028,9 @@ main(void)
 		    test_expire_behind_open_circuit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delay_warning, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_load_oldest_first, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_many, setup, teardown),
 	};
 
 	log_init("test_delivery", LOG_LEVEL_INFO, false);
