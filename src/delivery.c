@@ -65,6 +65,8 @@
 #define DQ_SWEEP_BUDGET		10000	/* entries looked at per sweep */
 #define DQ_DISK_CACHE_MS	1000	/* statvfs cache */
 #define DQ_ERROR_MAX		(SMTP_CLIENT_REPLY_MAX + 16)
+#define DQ_MIN_RETRY_MS		100	/* floors against a spinning loop */
+#define DQ_MIN_PROBE_MS		100
 #define DQ_NO_CONFIG		"domain not configured"
 #define DQ_EXPIRED		"delivery time expired"
 
@@ -207,6 +209,13 @@ static void	dest_kick(struct dq_dest *);
 static void	conn_try(struct dq_conn *);
 static void	conn_send(struct dq_conn *);
 static void	entry_expire(struct delivery *, struct dq_entry *);
+
+static uint64_t
+probe_interval(const struct config *cfg)
+{
+	return cfg->circuit_probe < DQ_MIN_PROBE_MS ? DQ_MIN_PROBE_MS :
+	    cfg->circuit_probe;
+}
 
 /* ---------------------------------------------------------------- time */
 
@@ -1076,7 +1085,7 @@ dest_failure(struct dq_dest *ds, const char *err, uint64_t now)
 	snprintf(ds->last_error, sizeof(ds->last_error), "%s", err);
 	if (ds->circuit == DELIVERY_CIRCUIT_HALF_OPEN) {
 		ds->circuit = DELIVERY_CIRCUIT_OPEN;
-		ds->next_probe = now + ds->d->cfg->circuit_probe;
+		ds->next_probe = now + probe_interval(ds->d->cfg);
 		log_info("event=circuit domain=%s state=open failures=%u "
 		    "last_error=\"%s\" probe=failed", ds->name, ds->failures,
 		    log_escape(esc, sizeof(esc), err, strlen(err)));
@@ -1084,7 +1093,7 @@ dest_failure(struct dq_dest *ds, const char *err, uint64_t now)
 	    ds->failures >= limit) {
 		ds->circuit = DELIVERY_CIRCUIT_OPEN;
 		ds->opened_at = now;
-		ds->next_probe = now + ds->d->cfg->circuit_probe;
+		ds->next_probe = now + probe_interval(ds->d->cfg);
 		log_info("event=circuit domain=%s state=open failures=%u "
 		    "last_error=\"%s\"", ds->name, ds->failures,
 		    log_escape(esc, sizeof(esc), err, strlen(err)));
@@ -1100,8 +1109,9 @@ entry_defer(struct delivery *d, struct dq_entry *e, uint64_t now)
 {
 	uint64_t	delay;
 
-	delay = delivery_backoff(e->attempts, d->cfg->retry_min,
-	    d->cfg->retry_max);
+	delay = delivery_backoff(e->attempts,
+	    d->cfg->retry_min < DQ_MIN_RETRY_MS ? DQ_MIN_RETRY_MS :
+	    d->cfg->retry_min, d->cfg->retry_max);
 	e->next_attempt = now + delay;
 	return delay;
 }
@@ -1393,7 +1403,7 @@ conn_ready(void *arg, struct smtp_client *client,
 		    log_escape(esc, sizeof(esc), c->error,
 		    strlen(c->error)));
 		ds->servers[c->server].down_until = now +
-		    ds->d->cfg->circuit_probe;
+		    probe_interval(ds->d->cfg);
 		c->server = dest_first_server(ds, c->server + 1, now);
 		conn_try(c);
 		return;
@@ -1472,7 +1482,7 @@ conn_try(struct dq_conn *c)
 		    "error=\"%s\"", ds->name, conn_server(c, srv, sizeof(srv)),
 		    log_escape(esc, sizeof(esc), c->error,
 		    strlen(c->error)));
-		ds->servers[c->server].down_until = now + cfg->circuit_probe;
+		ds->servers[c->server].down_until = now + probe_interval(cfg);
 		c->server = dest_first_server(ds, c->server + 1, now);
 	}
 	conn_all_failed(c);
@@ -2128,6 +2138,7 @@ delivery_iterate_dests(struct delivery *d, delivery_dest_cb cb, void *arg)
 {
 	struct delivery_dest_info	 info;
 	struct dq_dest			*ds;
+	char				 first[CONFIG_HOST_MAX + 16];
 	struct dq_entry			*e;
 	size_t				 i, left = 0;
 	int64_t				*oldest;
@@ -2165,9 +2176,12 @@ delivery_iterate_dests(struct delivery *d, delivery_dest_cb cb, void *arg)
 		if (ds->configured || ds->messages > 0) {
 			memset(&info, 0, sizeof(info));
 			info.domain = ds->name;
+			first[0] = '\0';
+			if (ds->nservers > 0)
+				snprintf(first, sizeof(first), "%s:%s",
+				    ds->servers[0].host, ds->servers[0].port);
 			info.server = ds->server_used[0] != '\0' ?
-			    ds->server_used : (ds->nservers > 0 ?
-			    ds->servers[0].host : "");
+			    ds->server_used : first;
 			info.circuit = ds->circuit;
 			info.failures = ds->failures;
 			info.next_probe = ds->circuit ==
