@@ -1693,8 +1693,11 @@ dest_run(struct dq_dest *ds)
 			continue;
 		}
 		e->next_attempt = 0;
-		e->state = ds->configured ? DELIVERY_READY :
-		    DELIVERY_DEFERRED;
+		e->state = DELIVERY_READY;
+		if (!ds->configured) {
+			e->state = DELIVERY_DEFERRED;
+			entry_set_error(e, DQ_NO_CONFIG);
+		}
 		heap_push(&ds->ready, e);
 	}
 
