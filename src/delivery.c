@@ -65,6 +65,8 @@
 #define DQ_SWEEP_BUDGET		10000	/* entries looked at per sweep */
 #define DQ_DISK_CACHE_MS	1000	/* statvfs cache */
 #define DQ_ERROR_MAX		(SMTP_CLIENT_REPLY_MAX + 16)
+#define DQ_MIN_RETRY_MS		100	/* floors against a spinning loop */
+#define DQ_MIN_PROBE_MS		100
 #define DQ_NO_CONFIG		"domain not configured"
 #define DQ_EXPIRED		"delivery time expired"
 
@@ -174,6 +176,7 @@ TAILQ_HEAD(dq_dests, dq_dest);
 struct dq_pending {
 	struct delivery		*d;	/* NULL after delivery_free */
 	struct spool_envelope	 env;
+	char			 remove[QID_LEN + 1];	/* or "" */
 	TAILQ_ENTRY(dq_pending)	 link;
 };
 TAILQ_HEAD(dq_pendings, dq_pending);
@@ -206,6 +209,13 @@ static void	dest_kick(struct dq_dest *);
 static void	conn_try(struct dq_conn *);
 static void	conn_send(struct dq_conn *);
 static void	entry_expire(struct delivery *, struct dq_entry *);
+
+static uint64_t
+probe_interval(const struct config *cfg)
+{
+	return cfg->circuit_probe < DQ_MIN_PROBE_MS ? DQ_MIN_PROBE_MS :
+	    cfg->circuit_probe;
+}
 
 /* ---------------------------------------------------------------- time */
 
@@ -824,11 +834,21 @@ dsn_committed(uint64_t cookie, int error, const char *qid)
 
 	if (d != NULL) {
 		TAILQ_REMOVE(&d->pendings, p, link);
-		if (error != 0)
-			log_warnx("event=dsn_lost qid=%s error=\"%s\"",
-			    p->env.qid, strerror(error));
-		else {
+		if (error != 0) {
+			/*
+			 * The original stays on disk (out of the in-memory
+			 * queue): the next start delivers or bounces it
+			 * again rather than lose the bounce.
+			 */
+			log_warnx("event=dsn_lost qid=%s error=\"%s\" "
+			    "kept=%s", p->env.qid, strerror(error),
+			    p->remove[0] != '\0' ? p->remove : "none");
+		} else {
 			snprintf(p->env.qid, sizeof(p->env.qid), "%s", qid);
+			if (p->remove[0] != '\0' &&
+			    spool_remove(d->spool, p->remove) == -1)
+				log_warnx("event=remove_error qid=%s",
+				    p->remove);
 			delivery_enqueue(d, &p->env);
 		}
 	}
@@ -840,11 +860,15 @@ dsn_committed(uint64_t cookie, int error, const char *qid)
  * Builds a DSN about msg for rcpts and queues it (sender "", one
  * recipient: the original sender, domain: the original domain).
  * Writes the new qid into qidbuf.  Returns 0 or -1 (logged).
+ *
+ * With remove set, the original's file is removed only once the DSN
+ * is durable, so that a crash in between bounces again instead of
+ * losing the bounce (the caller removes it itself when -1).
  */
 static int
 dsn_queue(struct delivery *d, const struct spool_message *msg,
     enum dsn_action action, const struct dsn_rcpt *rcpts, size_t n,
-    char *qidbuf, size_t qidlen)
+    const char *remove, char *qidbuf, size_t qidlen)
 {
 	struct spool_writer	*w;
 	struct dq_pending	*p;
@@ -871,6 +895,8 @@ dsn_queue(struct delivery *d, const struct spool_message *msg,
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		goto fail;
 	p->d = d;
+	if (remove != NULL)
+		snprintf(p->remove, sizeof(p->remove), "%s", remove);
 	if ((p->env.rcpts = calloc(1, sizeof(*p->env.rcpts))) == NULL) {
 		free(p);
 		goto fail;
@@ -957,7 +983,7 @@ entry_warn(struct delivery *d, struct dq_entry *e, struct spool_message *msg)
 		dr[i].diagnostic = e->last_error;
 		dr[i].remote_mta = NULL;
 	}
-	if (dsn_queue(d, msg, DSN_DELAYED, dr, msg->env.nrcpts, dsnq,
+	if (dsn_queue(d, msg, DSN_DELAYED, dr, msg->env.nrcpts, NULL, dsnq,
 	    sizeof(dsnq)) == 0) {
 		if (spool_rewrite(d->spool, e->qid, msg->env.rcpts,
 		    msg->env.nrcpts, e->flags | SPOOL_F_WARNED) == -1)
@@ -983,37 +1009,43 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 {
 	struct spool_message	 msg;
 	struct dsn_rcpt		*dr;
-	char			 dsnq[QID_LEN + 8];
-	bool			 held;
+	char			 dsnq[QID_LEN + 8], esc[LOG_ESCAPE_MAX + 1];
+	char			 diag[DQ_ERROR_MAX + 64];
+	bool			 held, removing = false;
 	size_t			 i;
 	uint64_t		 age;
 
 	snprintf(dsnq, sizeof(dsnq), "none");
+	if (e->last_error != NULL && e->last_error[0] != '\0')
+		snprintf(diag, sizeof(diag), "%s; last error: %s", DQ_EXPIRED,
+		    e->last_error);
+	else
+		snprintf(diag, sizeof(diag), "%s", DQ_EXPIRED);
 	if (spool_message_open(d->spool, e->qid, &msg, &held) == 0) {
 		if (dsn_allowed(&msg.env) && msg.env.nrcpts > 0 &&
 		    (dr = calloc(msg.env.nrcpts, sizeof(*dr))) != NULL) {
 			for (i = 0; i < msg.env.nrcpts; i++) {
 				dr[i].addr = msg.env.rcpts[i];
 				dr[i].status = "4.4.7";
-				dr[i].diagnostic = e->last_error != NULL ?
-				    e->last_error : DQ_EXPIRED;
+				dr[i].diagnostic = diag;
 				dr[i].remote_mta = NULL;
 			}
-			dsn_queue(d, &msg, DSN_FAILED, dr, msg.env.nrcpts,
-			    dsnq, sizeof(dsnq));
+			removing = dsn_queue(d, &msg, DSN_FAILED, dr,
+			    msg.env.nrcpts, e->qid, dsnq, sizeof(dsnq)) == 0;
 			free(dr);
 		}
 		spool_message_close(&msg);
 	}
 	age = (now_ms() - e->created_us / 1000) / 1000;
 	log_info("event=expired qid=%s from=<%s> to=<%s> nrcpts=%zu "
-	    "reply=\"4.4.7 %s\" age=%" PRIu64 "s attempts=%u dsn=%s",
-	    e->qid, e->sender, e->first_rcpt, e->nrcpts, DQ_EXPIRED, age,
-	    e->attempts, dsnq);
+	    "reply=\"%s\" age=%" PRIu64 "s attempts=%u dsn=%s",
+	    e->qid, e->sender, e->first_rcpt, e->nrcpts,
+	    log_escape(esc, sizeof(esc), "4.4.7 " DQ_EXPIRED,
+	    strlen("4.4.7 " DQ_EXPIRED)), age, e->attempts, dsnq);
 	d->stats.expired++;
 	if (e->dest != NULL)
 		e->dest->bounced++;
-	if (spool_remove(d->spool, e->qid) == -1)
+	if (!removing && spool_remove(d->spool, e->qid) == -1)
 		log_warnx("event=remove_error qid=%s", e->qid);
 	entry_free(d, e);
 }
@@ -1053,7 +1085,7 @@ dest_failure(struct dq_dest *ds, const char *err, uint64_t now)
 	snprintf(ds->last_error, sizeof(ds->last_error), "%s", err);
 	if (ds->circuit == DELIVERY_CIRCUIT_HALF_OPEN) {
 		ds->circuit = DELIVERY_CIRCUIT_OPEN;
-		ds->next_probe = now + ds->d->cfg->circuit_probe;
+		ds->next_probe = now + probe_interval(ds->d->cfg);
 		log_info("event=circuit domain=%s state=open failures=%u "
 		    "last_error=\"%s\" probe=failed", ds->name, ds->failures,
 		    log_escape(esc, sizeof(esc), err, strlen(err)));
@@ -1061,7 +1093,7 @@ dest_failure(struct dq_dest *ds, const char *err, uint64_t now)
 	    ds->failures >= limit) {
 		ds->circuit = DELIVERY_CIRCUIT_OPEN;
 		ds->opened_at = now;
-		ds->next_probe = now + ds->d->cfg->circuit_probe;
+		ds->next_probe = now + probe_interval(ds->d->cfg);
 		log_info("event=circuit domain=%s state=open failures=%u "
 		    "last_error=\"%s\"", ds->name, ds->failures,
 		    log_escape(esc, sizeof(esc), err, strlen(err)));
@@ -1077,8 +1109,9 @@ entry_defer(struct delivery *d, struct dq_entry *e, uint64_t now)
 {
 	uint64_t	delay;
 
-	delay = delivery_backoff(e->attempts, d->cfg->retry_min,
-	    d->cfg->retry_max);
+	delay = delivery_backoff(e->attempts,
+	    d->cfg->retry_min < DQ_MIN_RETRY_MS ? DQ_MIN_RETRY_MS :
+	    d->cfg->retry_min, d->cfg->retry_max);
 	e->next_attempt = now + delay;
 	return delay;
 }
@@ -1152,6 +1185,7 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	char		  rbuf[DQ_ERROR_MAX], esc[LOG_ESCAPE_MAX + 1];
 	char		 *st = NULL, dsnq[QID_LEN + 8];
 	double		  age;
+	bool		  removing = false;
 
 	e->attempts++;
 	age = (double)(now * 1000 - (e->created_us < now * 1000 ?
@@ -1183,7 +1217,9 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	/* The bounce first, so that its qid can be logged. */
 	snprintf(dsnq, sizeof(dsnq), "none");
 	if (nfail > 0 && dsn_allowed(&msg->env))
-		dsn_queue(d, msg, DSN_FAILED, dr, nfail, dsnq, sizeof(dsnq));
+		removing = dsn_queue(d, msg, DSN_FAILED, dr, nfail,
+		    nleft == 0 && !e->del_pending ? e->qid : NULL, dsnq,
+		    sizeof(dsnq)) == 0 && nleft == 0 && !e->del_pending;
 	if (nleft > 0 && !e->del_pending)
 		delay = entry_defer(d, e, now);
 
@@ -1215,7 +1251,7 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	}
 
 	if (nleft == 0 || e->del_pending) {
-		if (spool_remove(d->spool, e->qid) == -1)
+		if (!removing && spool_remove(d->spool, e->qid) == -1)
 			log_warnx("event=remove_error qid=%s", e->qid);
 		if (e->del_pending)
 			log_info("event=deleted qid=%s", e->qid);
@@ -1367,7 +1403,7 @@ conn_ready(void *arg, struct smtp_client *client,
 		    log_escape(esc, sizeof(esc), c->error,
 		    strlen(c->error)));
 		ds->servers[c->server].down_until = now +
-		    ds->d->cfg->circuit_probe;
+		    probe_interval(ds->d->cfg);
 		c->server = dest_first_server(ds, c->server + 1, now);
 		conn_try(c);
 		return;
@@ -1446,7 +1482,7 @@ conn_try(struct dq_conn *c)
 		    "error=\"%s\"", ds->name, conn_server(c, srv, sizeof(srv)),
 		    log_escape(esc, sizeof(esc), c->error,
 		    strlen(c->error)));
-		ds->servers[c->server].down_until = now + cfg->circuit_probe;
+		ds->servers[c->server].down_until = now + probe_interval(cfg);
 		c->server = dest_first_server(ds, c->server + 1, now);
 	}
 	conn_all_failed(c);
@@ -1469,11 +1505,26 @@ conn_done(void *arg, struct smtp_client *client,
 
 	(void)client;
 	c->entry = NULL;
-	c->sent++;
 	conn_server(c, srv, sizeof(srv));
 	lost = r->status != SMTP_CLIENT_OK;
 	if (lost)
 		c->client = NULL;	/* already freed by the client */
+	if (lost && r->status == SMTP_CLIENT_NETWORK && c->sent > 0 &&
+	    e != NULL && !e->del_pending && !e->hold_pending) {
+		/*
+		 * A reused connection the server (or a middlebox) closed
+		 * while idle: not the message's fault nor a sign of an
+		 * outage.  Try again at once on a fresh connection, which
+		 * counts normally if it fails too.
+		 */
+		log_debug("event=connection_lost domain=%s server=%s qid=%s "
+		    "sent=%u", ds->name, srv, e->qid, c->sent);
+		conn_close_msg(c);
+		conn_free(c, false);
+		entry_ready(d, e);
+		return;
+	}
+	c->sent++;
 	server_ok = !lost && !(r->conn.code >= 400 && r->conn.code < 500);
 
 	if ((out = calloc(n > 0 ? n : 1, sizeof(*out))) == NULL)
@@ -1628,6 +1679,12 @@ dest_run(struct dq_dest *ds)
 	ds->kicked = false;
 	conc = cfg->delivery_concurrency > 0 ? cfg->delivery_concurrency : 1;
 
+	/* Used-up connections go first: they hold concurrency slots. */
+	TAILQ_FOREACH_SAFE(c, &ds->conns, link, cnext)
+		if (c->state == DQ_CONN_IDLE && ((mpc > 0 && c->sent >= mpc) ||
+		    !ds->configured))
+			conn_free(c, true);
+
 	/* Deferred entries whose time has come. */
 	while ((e = heap_top(&ds->wait)) != NULL && e->next_attempt <= now) {
 		heap_remove(e);
@@ -1636,8 +1693,11 @@ dest_run(struct dq_dest *ds)
 			continue;
 		}
 		e->next_attempt = 0;
-		e->state = ds->configured ? DELIVERY_READY :
-		    DELIVERY_DEFERRED;
+		e->state = DELIVERY_READY;
+		if (!ds->configured) {
+			e->state = DELIVERY_DEFERRED;
+			entry_set_error(e, DQ_NO_CONFIG);
+		}
 		heap_push(&ds->ready, e);
 	}
 
@@ -1679,12 +1739,11 @@ dest_run(struct dq_dest *ds)
 		}
 	}
 
-	/* Connections: used up, or idle with nothing to do. */
+	/* Connections idle for a while with nothing to do. */
 	TAILQ_FOREACH_SAFE(c, &ds->conns, link, cnext) {
 		if (c->state != DQ_CONN_IDLE)
 			continue;
-		if ((mpc > 0 && c->sent >= mpc) || !ds->configured ||
-		    now >= c->idle_since + DQ_IDLE_CLOSE_MS)
+		if (now >= c->idle_since + DQ_IDLE_CLOSE_MS)
 			conn_free(c, true);
 		else if (c->idle_since + DQ_IDLE_CLOSE_MS < next)
 			next = c->idle_since + DQ_IDLE_CLOSE_MS;
@@ -2082,6 +2141,7 @@ delivery_iterate_dests(struct delivery *d, delivery_dest_cb cb, void *arg)
 {
 	struct delivery_dest_info	 info;
 	struct dq_dest			*ds;
+	char				 first[CONFIG_HOST_MAX + 16];
 	struct dq_entry			*e;
 	size_t				 i, left = 0;
 	int64_t				*oldest;
@@ -2119,9 +2179,12 @@ delivery_iterate_dests(struct delivery *d, delivery_dest_cb cb, void *arg)
 		if (ds->configured || ds->messages > 0) {
 			memset(&info, 0, sizeof(info));
 			info.domain = ds->name;
+			first[0] = '\0';
+			if (ds->nservers > 0)
+				snprintf(first, sizeof(first), "%s:%s",
+				    ds->servers[0].host, ds->servers[0].port);
 			info.server = ds->server_used[0] != '\0' ?
-			    ds->server_used : (ds->nservers > 0 ?
-			    ds->servers[0].host : "");
+			    ds->server_used : first;
 			info.circuit = ds->circuit;
 			info.failures = ds->failures;
 			info.next_probe = ds->circuit ==

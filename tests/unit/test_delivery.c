@@ -797,6 +797,210 @@ test_load_and_operator(void **state)
 	assert_int_equal(srv_messages(fx), 2);
 }
 
+static void
+test_one_per_connection(void **state)
+{
+	struct fx	*fx = *state;
+	int		 i, conns;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->delivery_concurrency = 1;
+	fx->cfg->messages_per_connection = 1;
+	fx_start(fx);
+	for (i = 0; i < 3; i++)
+		fx_queue(fx, "alice@example.org", "bob@example.test", NULL,
+		    NULL);
+	if (!run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("queue not empty (stalled on a used-up connection?)");
+	pthread_mutex_lock(&fx->srv.mu);
+	conns = fx->srv.connections;
+	pthread_mutex_unlock(&fx->srv.mu);
+	if (conns != 3)
+		fail_msg("connections got=%d want=3", conns);
+}
+
+static void
+test_rate(void **state)
+{
+	struct fx	*fx = *state;
+	struct timespec	 t0, t1;
+	long		 ms;
+	int		 i;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->delivery_rate = 5;
+	fx_start(fx);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < 15; i++)
+		fx_queue(fx, "alice@example.org", "bob@example.test", NULL,
+		    NULL);
+	if (!run_until(fx, queue_empty, NULL, 6000))
+		fail_msg("queue not empty after 6 s");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 +
+	    (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	/* 5 at once, then 10 at 5/s: about 2 s. */
+	if (ms < 1700 || ms > 4000)
+		fail_msg("15 messages at 5/s took got=%ldms want=[1700,4000]",
+		    ms);
+}
+
+static bool
+expired_one(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.expired >= 1;
+}
+
+static bool
+one_message(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.messages >= 1;
+}
+
+static void
+test_expire_behind_open_circuit(void **state)
+{
+	struct fx		*fx = *state;
+	enum delivery_circuit	 open = DELIVERY_CIRCUIT_OPEN;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	set_server(fx, 0, dead_port());
+	fx->cfg->circuit_failures = 1;
+	fx->cfg->circuit_probe = 60000;
+	fx->cfg->queue_lifetime = 1500;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid);
+	if (!run_until(fx, circuit_is, &open, 2000))
+		fail_msg("circuit did not open");
+	if (!run_until(fx, expired_one, NULL, 4000))
+		fail_msg("message behind the open circuit did not expire");
+	/* The bounce is queued in its place (waiting for the circuit);
+	 * the original goes once the bounce is durable. */
+	run_until(fx, one_message, NULL, 1000);
+	assert_false(file_exists(fx, qid));
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 1)
+		fail_msg("messages got=%llu want=1 (the DSN)",
+		    (unsigned long long)st.messages);
+}
+
+static bool
+two_messages(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.messages >= 2;
+}
+
+static void
+test_delay_warning(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	struct spool_message	 msg;
+	char			 qid[QID_LEN + 1];
+	bool			 held;
+
+	set_server(fx, 0, dead_port());
+	fx->cfg->circuit_failures = 0;	/* never opens: plain retries */
+	fx->cfg->retry_min = 100;
+	fx->cfg->retry_max = 150;
+	fx->cfg->delay_warning = 300;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid);
+	if (!run_until(fx, two_messages, NULL, 3000))
+		fail_msg("no delayed DSN queued");
+	/* Only one warning, however many retries follow. */
+	run_until(fx, queue_empty, NULL, 800);
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 2)
+		fail_msg("messages got=%llu want=2",
+		    (unsigned long long)st.messages);
+	assert_int_equal(spool_message_open(fx->sp, qid, &msg, &held), 0);
+	if (!(msg.env.flags & SPOOL_F_WARNED))
+		fail_msg("flags got=%#x want SPOOL_F_WARNED",
+		    (unsigned)msg.env.flags);
+	spool_message_close(&msg);
+}
+
+/* Loaded from the spool (scan order is by bucket): sent oldest first. */
+static void
+test_load_oldest_first(void **state)
+{
+	struct fx	*fx = *state;
+	char		 rc[32], want[32];
+	int		 i, n = 40;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->delivery_concurrency = 1;
+	fx->cfg->messages_per_connection = 100;
+	for (i = 0; i < n; i++) {
+		snprintf(rc, sizeof(rc), "u%02d@example.test", i);
+		fx_queue(fx, "alice@example.org", rc, NULL, NULL);
+	}
+	fx_start(fx);
+	assert_int_equal(delivery_load(fx->d), n);
+	if (!run_until(fx, queue_empty, NULL, 5000))
+		fail_msg("queue not empty after 5 s");
+	pthread_mutex_lock(&fx->srv.mu);
+	for (i = 0; i < n; i++) {
+		snprintf(want, sizeof(want), "u%02d@example.test>", i);
+		if (strcmp(fx->srv.order[i], want) != 0)
+			fail_msg("message %d: got=%s want=%s", i,
+			    fx->srv.order[i], want);
+	}
+	pthread_mutex_unlock(&fx->srv.mu);
+}
+
+/* Many messages: the hot path must not be O(n) per event. */
+static void
+test_many(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	struct timespec		 t0, t1;
+	long			 ms;
+	int			 i, n = 5000;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->delivery_concurrency = 4;
+	fx->cfg->messages_per_connection = 1000;
+	fx->cfg->circuit_failures = 3;
+	for (i = 0; i < n; i++)
+		fx_queue(fx, "alice@example.org", "bob@example.test", NULL,
+		    NULL);
+	fx_start(fx);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(delivery_load(fx->d), n);
+	if (!run_until(fx, queue_empty, NULL, 60000))
+		fail_msg("queue not empty after 60 s");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 +
+	    (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	delivery_get_stats(fx->d, &st);
+	assert_int_equal(st.delivered, n);
+	fprintf(stderr, "test_many: %d messages in %ld ms\n", n, ms);
+}
+
 int
 main(void)
 {
@@ -817,6 +1021,16 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_load_and_operator, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_one_per_connection, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_expire_behind_open_circuit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delay_warning, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_load_oldest_first, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_many, setup, teardown),
 	};
 
 	log_init("test_delivery", LOG_LEVEL_INFO, false);
