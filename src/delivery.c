@@ -569,7 +569,7 @@ dest_new(struct delivery *d, const char *name, bool relay)
 	TAILQ_INIT(&ds->conns);
 	ds->circuit = DELIVERY_CIRCUIT_CLOSED;
 	ds->tokens_at = now_ms();
-	ds->tokens = d->cfg->delivery_rate;
+	ds->tokens = 1.0;
 	if ((ds->timer = evtimer_new(d->base, dest_timer_cb, ds)) == NULL)
 		fatalx("evtimer_new");
 	TAILQ_INSERT_TAIL(&d->dests, ds, link);
@@ -1637,7 +1637,9 @@ dest_take_token(struct dq_dest *ds, uint64_t now, uint64_t *wait_ms)
 
 	if (rate == 0)
 		return true;
-	cap = rate;
+	/* A burst of at most a tenth of a second: a drain after an outage
+	 * must look paced to the server, not like rate messages at once. */
+	cap = rate / 10.0 > 1.0 ? rate / 10.0 : 1.0;
 	if (now > ds->tokens_at) {
 		ds->tokens += (double)(now - ds->tokens_at) * rate / 1000.0;
 		if (ds->tokens > cap)
