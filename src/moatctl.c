@@ -295,19 +295,22 @@ main(int argc, char **argv)
 				break;
 			continue;
 		}
-		/* The status line is bounded; anything longer is broken. */
-		if (flen + (size_t)r > sizeof first - 1) {
+		/* The status line is bounded; anything longer is broken.
+		 * One read may hold the status line and part of the body. */
+		nl = memchr(buf, '\n', (size_t)r);
+		n = nl != NULL ? (size_t)(nl - buf) + 1 : (size_t)r;
+		if (flen + n > sizeof first - 1) {
 			fprintf(stderr, "moatctl: bad answer from %s\n",
 			    sock);
 			close(fd);
 			return MOATCTL_UNREACHABLE;
 		}
-		memcpy(first + flen, buf, (size_t)r);
-		flen += (size_t)r;
+		memcpy(first + flen, buf, n);
+		flen += n;
 		first[flen] = '\0';
-		if ((nl = memchr(first, '\n', flen)) == NULL)
+		if (nl == NULL)
 			continue;
-		*nl = '\0';
+		first[flen - 1] = '\0';
 		got_first = true;
 		if (strcmp(first, "OK") == 0)
 			ok = true;
@@ -322,8 +325,8 @@ main(int argc, char **argv)
 			close(fd);
 			return MOATCTL_UNREACHABLE;
 		}
-		n = flen - (size_t)(nl + 1 - first);
-		if (n > 0 && fwrite(nl + 1, 1, n, stdout) != n)
+		if ((size_t)r > n &&
+		    fwrite(buf + n, 1, (size_t)r - n, stdout) != (size_t)r - n)
 			break;
 	}
 	close(fd);
