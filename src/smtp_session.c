@@ -504,6 +504,9 @@ session_close(struct session *s, bool flush)
 static void
 session_resume(struct session *s)
 {
+	/* A reply held by a tarpit resumes the session when it is sent. */
+	if (evbuffer_get_length(s->held) > 0)
+		return;
 	s->paused = false;
 	if (!s->closing)
 		event_active(s->ev_free, 0, 0);
@@ -539,12 +542,14 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		session_resume(s);
 		return;
 	}
-	/* Tarpit over: release the held reply and read on. */
+	/* Tarpit over: release the held reply and read on, unless the
+	 * session still waits for its queue commit. */
 	if (evbuffer_add_buffer(bufferevent_get_output(bev), s->held) == -1) {
 		session_close(s, false);
 		return;
 	}
-	session_resume(s);
+	if (s->state != SMTP_STATE_COMMIT)
+		session_resume(s);
 }
 
 static void
