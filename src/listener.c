@@ -7,6 +7,7 @@
  * tell it 421 and close it, take the spare back, and pause accepting for
  * a moment so the sessions in progress keep the CPU.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -42,6 +43,7 @@ static struct event		*ev_resume;
 static struct event		*ev_sweep;
 static int			 spare_fd = -1;
 static time_t			 last_full_log;
+static uint64_t			 fd_cap;	/* sessions the fds allow */
 
 static void
 listener_refuse(int fd, const char *text)
@@ -63,8 +65,9 @@ listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 
 	(void)l;
 	(void)arg;
-	if (c->max_sessions > 0 &&
-	    metrics.sessions_active >= c->max_sessions) {
+	if ((c->max_sessions > 0 &&
+	    metrics.sessions_active >= c->max_sessions) ||
+	    metrics.sessions_active >= fd_cap) {
 		metrics.refused[REASON_LIMIT_CONN_GLOBAL]++;
 		now = time(NULL);
 		if (now != last_full_log) {
@@ -152,7 +155,19 @@ listener_open(struct event_base *base, const struct config *c, char **cause)
 	struct evconnlistener	*l;
 
 	struct timeval		 sweep = { 5, 0 };
+	struct rlimit		 rl;
 
+	/* Each session costs a descriptor and a delivery connection or a
+	 * queue file may need more: keep a reserve so that running out of
+	 * descriptors answers 421 rather than failing mid-transaction. */
+	fd_cap = UINT64_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		fd_cap = rl.rlim_cur > 512 ? rl.rlim_cur - 256 :
+		    rl.rlim_cur / 2;
+	if (c->max_sessions == 0 || fd_cap < c->max_sessions)
+		log_warnx("event=start note=\"at most %llu sessions: the "
+		    "descriptor limit is %llu\"", (unsigned long long)fd_cap,
+		    (unsigned long long)rl.rlim_cur);
 	listener_cfg = c;
 	if ((ev_resume = evtimer_new(base, listener_resume_cb, NULL)) ==
 	    NULL || (ev_sweep = event_new(base, -1, EV_PERSIST,

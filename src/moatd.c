@@ -99,10 +99,6 @@ raise_fd_limit(void)
 		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
 			log_warn("setrlimit NOFILE");
 	}
-	if (config->max_sessions + 256 > rl.rlim_cur)
-		log_warnx("event=start note=\"max_sessions %u exceeds the "
-		    "descriptor limit %llu\"", config->max_sessions,
-		    (unsigned long long)rl.rlim_cur);
 }
 
 static void
