@@ -164,7 +164,8 @@ listener_open(struct event_base *base, const struct config *c, char **cause)
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		fd_cap = rl.rlim_cur > 512 ? rl.rlim_cur - 256 :
 		    rl.rlim_cur / 2;
-	if (c->max_sessions == 0 || fd_cap < c->max_sessions)
+	if (fd_cap != UINT64_MAX &&
+	    (c->max_sessions == 0 || fd_cap < c->max_sessions))
 		log_warnx("event=start note=\"at most %llu sessions: the "
 		    "descriptor limit is %llu\"", (unsigned long long)fd_cap,
 		    (unsigned long long)rl.rlim_cur);
