@@ -25,11 +25,15 @@ for f in build-fuzz/fuzz_*; do
 	work=$(mktemp -d)
 	cp -r "fuzz/corpus/$name/." "$work/" 2>/dev/null || true
 	dict=()
-	[ -f "fuzz/$name.dict" ] && dict=(-dict="fuzz/$name.dict")
+	if [ -f "fuzz/$name.dict" ]; then
+		dict=(-dict="fuzz/$name.dict")
+	elif [ "${name#fuzz_smtp_}" != "$name" ]; then
+		dict=(-dict=fuzz/smtp.dict)
+	fi
 	"$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 \
-	    -print_final_stats=0 "${dict[@]}" "$work" 2>"$work.log" || {
+	    -print_final_stats=1 "${dict[@]}" "$work" 2>"$work.log" || {
 		tail -40 "$work.log"; echo "fuzzer $name failed"; exit 1; }
-	echo "$name: $(grep -c . "$work.log" >/dev/null; ls "$work" | wc -l) corpus files, no crash"
+	echo "$name: $(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$work.log" | grep -Eo '[0-9]+$' || echo '?') runs in ${FUZZ_SECONDS}s, no crash"
 	rm -rf "$work" "$work.log"
 done
 
