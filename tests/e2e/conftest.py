@@ -14,7 +14,6 @@ Run with Debian's python: /usr/bin/python3 -m pytest -q tests/e2e
 The binaries come from $MOAT_BUILD (default: build/ at the repo root).
 """
 
-import asyncio
 import json as jsonlib
 import os
 import re

@@ -2,7 +2,6 @@
 Configuration check (-t), reload on SIGHUP and shutdown on SIGTERM.
 """
 
-import os
 import re
 import signal
 import subprocess

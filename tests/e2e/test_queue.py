@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import (DOMAIN, SENDER, make_message, new_msgid, send_ok,
+from conftest import (SENDER, make_message, new_msgid, send_ok,
                       split_prepended, wait_until)
 
 pytestmark = pytest.mark.core
