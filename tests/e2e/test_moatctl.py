@@ -20,7 +20,7 @@ STATES = {"ready", "active", "deferred", "held"}
 CIRCUITS = {"closed", "open", "half_open"}
 UNKNOWN = "0" * 18
 SLOW = {"retry_min": "60s", "retry_max": "120s", "circuit_probe": "60s",
-        "circuit_failures": "100"}
+        "circuit_failures": "20"}
 
 
 class Parked:
