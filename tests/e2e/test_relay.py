@@ -8,12 +8,14 @@ import hashlib
 import os
 import re
 import shutil
+import smtplib
+import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import (HOSTNAME, SENDER, QID_RE, RawSMTP,
+from conftest import (HOSTNAME, SENDER, QID_RE, RawSMTP, free_port,
                       enhanced_ok, make_message, new_msgid, send_mail,
                       send_ok, split_prepended, stuff, first_difference,
                       wait_until)
@@ -309,3 +311,46 @@ def test_swaks(moat, server):
     got = server.wait_for(1)[0]
     assert f"X-Test-Id: {mid}".encode() in got.content
     assert got.rcpts == ["x@example.test"]
+
+
+def test_listen_on_ipv4_and_ipv6(moat_factory, server):
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            port6 = s.getsockname()[1]
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback on this machine: {e}")
+    port4 = free_port()
+    m = moat_factory([server], port=port4,
+                     listen=[f"127.0.0.1:{port4}", f"[::1]:{port6}"])
+    ids = [new_msgid(), new_msgid()]
+    send_ok(port4, make_message(ids[0]))
+    with smtplib.SMTP("::1", port6, local_hostname="client.test",
+                      timeout=10) as s:
+        s.ehlo()
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt("user@example.test")[0] == 250
+        code, text = s.data(make_message(ids[1]))
+        assert code == 250, text
+    server.wait_for(2)
+    server.assert_exactly_once(ids)
+    assert m.alive
+
+
+def test_log_lines_are_key_value(moat, server):
+    send_ok(moat.port, make_message())
+    with RawSMTP(moat.port) as c:
+        c.reply()
+        c.cmd("EHLO client.test")
+        c.cmd("RCPT TO:<x@example.test>")          # out of sequence
+        c.cmd("MAIL FROM:<s@sender.test>")
+        c.cmd("RCPT TO:<x@elsewhere.test>")        # relay denied
+    server.wait_for(1)
+    time.sleep(0.5)
+    lines = [l for l in moat.log().splitlines()
+             if l and not l.startswith("--- test:")]
+    assert lines
+    bad = [l for l in lines if not re.search(r"\bevent=\S", l)]
+    assert not bad, f"log lines without event=: {bad[:5]}"
+    assert any("5.7.1" in l or "relay" in l for l in lines), \
+        "the relay refusal is not logged"
