@@ -627,8 +627,20 @@ def moat_factory(tmp_path):
             m.start()
         return m
     yield make
+    reports = []
     for m in made:
         m.stop()
+        rx = SANITIZER_RE.search(m.log())
+        if rx:
+            reports.append(f"{m.logpath}: {rx.group(0)}")
+    if reports:
+        pytest.fail("sanitizer report in the moatd log (MOAT_BUILD="
+                    f"{build_dir()}): {reports}", pytrace=False)
+
+
+# AddressSanitizer, LeakSanitizer and UBSan reports (MOAT_BUILD=build-asan).
+SANITIZER_RE = re.compile(r"ERROR: (?:Address|Leak)Sanitizer[^\n]*|"
+                          r"runtime error:[^\n]*")
 
 
 @pytest.fixture
