@@ -756,6 +756,7 @@ session_process(struct session *s)
 	struct evbuffer_ptr	 p;
 	size_t			 eol_len, len;
 	char			 line[SMTP_LINE_MAX + 1];
+	bool			 crlf;
 
 	while (!s->paused && !s->closing) {
 		if (s->state == SMTP_STATE_DATA) {
@@ -814,9 +815,17 @@ session_process(struct session *s)
 			break;
 		}
 		len -= eol_len;
-		if (len > 0 && line[len - 1] == '\r')
+		crlf = len > 0 && line[len - 1] == '\r';
+		if (crlf)
 			len--;
 		line[len] = '\0';
+		/* A bare LF line end or a bare CR inside: a line end that
+		 * another hop may read differently (guard.bare_lf). */
+		if (eol_len > 0 && (!crlf || memchr(line, '\r', len) != NULL) &&
+		    !cfg()->bare_lf_normalise &&
+		    !session_trip(s, &cfg()->check_bare_lf,
+		    REASON_PROTO_BARE_LF, "Error: bare CR or LF in command"))
+			break;
 		session_command(s, line, len, evbuffer_get_length(in) > 0);
 		if (!s->closing)
 			session_arm_timeouts(s);

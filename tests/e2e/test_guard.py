@@ -312,6 +312,35 @@ def test_smuggling_normalised(moat_factory, server):
     assert not ref and not obs, (ref, obs)
 
 
+def test_bare_lf_in_commands(moat_factory, server):
+    """guard.bare_lf covers command lines too (configuration.md): a
+    command ended by a bare LF, or holding a bare CR, is refused."""
+    m = moat_factory([server])
+    before = settle(m)
+    for data in (b"EHLO client.test\n", b"NOOP\rRSET\r\n"):
+        with RawSMTP(m.port) as c:
+            banner(c)
+            c.send(data)
+            code, lines = c.reply()
+            assert code == 554 and lines[-1].startswith("554 5.7.1"), (
+                data, lines)
+            assert closed(c)
+    ref, _ = wait_refused(m, before, "proto.bare_lf", n=2)
+    assert ref == {"proto.bare_lf": 2}, ref
+    good_clients_pass(m, server)
+
+    # bare_lf_normalise takes a bare LF as a line end, in commands too.
+    m2 = moat_factory([server], smtp={"bare_lf_normalise": "yes"})
+    before = settle(m2)
+    with RawSMTP(m2.port) as c:
+        banner(c)
+        c.send(b"EHLO client.test\n")
+        assert c.reply()[0] == 250
+        assert c.cmd("QUIT")[0] == 221
+    ref, obs = before.delta()
+    assert not ref and not obs, (ref, obs)
+
+
 # ---------------------------------------------------------------------------
 # pipelining abuse
 
@@ -541,6 +570,8 @@ def test_observe_mode(moat_factory, server):
         assert c.cmd("GET / HTTP/1.1")[0] == 500          # non_smtp
         c.send(LONG)                                      # line_too_long
         assert c.reply()[0] == 500
+        c.send(b"NOOP\n")                                 # bare LF
+        assert c.reply()[0] == 250
         c.send(b"NOOP\r\nNOOP\r\n")                       # pipelining
         assert c.reply()[0] == 250 and c.reply()[0] == 250
         assert c.cmd("EHLO !!bad!!")[0] == 250            # helo
