@@ -14,6 +14,7 @@ the limit leaves a normal client alone.
 Run: MOAT_BUILD=build /usr/bin/python3 -m pytest -q tests/e2e/test_guard.py
 """
 
+import os
 import re
 import socket
 import threading
@@ -167,6 +168,15 @@ def test_line_too_long_reject_and_log(moat_factory, server):
     server.wait_for(1)
 
 
+def small_asan_quarantine(monkeypatch):
+    """Under ASan, freed memory sits in a 256 MB quarantine and counts in
+    RSS; a small one keeps the RSS checks about moat, not the sanitizer
+    (no effect on a normal build)."""
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    monkeypatch.setenv("ASAN_OPTIONS",
+                       (opts + ":" if opts else "") + "quarantine_size_mb=8")
+
+
 def _stream_endless_line(port, total, result):
     """Sends `total` bytes without a LF after EHLO; records how many went
     out before the server closed, and how long it took."""
@@ -189,7 +199,9 @@ def _stream_endless_line(port, total, result):
 
 
 @pytest.mark.parametrize("action", ["drop", "log"])
-def test_endless_line_bounded(moat_factory, server, action):
+def test_endless_line_bounded(moat_factory, server, action,
+                              monkeypatch):
+    small_asan_quarantine(monkeypatch)
     m = moat_factory([server], extra=guard_block(line_too_long=action))
     settle(m)
     rss0 = rss_kb(m.pid)
@@ -212,6 +224,47 @@ def test_endless_line_bounded(moat_factory, server, action):
     assert st["refused"].get("proto.line_too_long", 0) >= 1, st
     server.wait_for(1)
     assert m.alive
+
+
+def test_endless_line_in_data_bounded(moat_factory, server,
+                                      monkeypatch):
+    """100 MiB without a line end inside DATA: moat keeps reading (it is
+    content), stores nothing past message_size_max, answers 552 at the
+    end; memory stays bounded and other clients are served meanwhile."""
+    small_asan_quarantine(monkeypatch)
+    m = moat_factory([server])
+    settle(m)
+    rss0 = rss_kb(m.pid)
+    peak = [rss0]
+    res = {}
+
+    def stream():
+        with RawSMTP(m.port, timeout=30) as c:
+            banner(c)
+            ehlo(c)
+            start_txn(c)
+            assert c.cmd("DATA")[0] == 354
+            chunk = b"B" * 65536
+            t0 = time.monotonic()
+            for _ in range(1600):                 # 100 MiB
+                c.sock.sendall(chunk)
+                if time.monotonic() - t0 > 40:
+                    break
+            c.send(b"\r\n.\r\n")
+            res["reply"] = c.reply()
+            res["time"] = time.monotonic() - t0
+
+    t = threading.Thread(target=stream)
+    t.start()
+    send_ok(m.port)
+    while t.is_alive():
+        peak.append(rss_kb(m.pid))
+        t.join(0.1)
+    code, lines = res["reply"]
+    assert code == 552 and lines[0].startswith("552 5.3.4"), lines
+    assert max(peak) - rss0 < 100 * 1024, (
+        f"RSS grew {(max(peak) - rss0) // 1024} MB")
+    assert len(server.wait_for(1)) == 1
 
 
 # ---------------------------------------------------------------------------
