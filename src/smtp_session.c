@@ -1328,7 +1328,11 @@ commit_cb(uint64_t cookie, int error, const char *qid)
 		    "451 4.3.0 Error: queue file write error");
 	else {
 		s->messages++;
-		guard_pass_remember(s->ip, time(NULL), cfg()->pass_remember);
+		s->junk = 0;	/* junk_max counts commands without mail */
+		/* Only a clean transaction earns the pass (as QUIT). */
+		if (!s->tripped)
+			guard_pass_remember(s->ip, time(NULL),
+			    cfg()->pass_remember);
 		session_reply(s, REASON_NONE, "250 2.0.0 Ok: queued as %s",
 		    t->qids);
 	}

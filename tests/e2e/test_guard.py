@@ -114,6 +114,31 @@ def test_pregreet_observe(moat_factory, server):
     server.wait_for(1)
 
 
+def test_tarpitted_pregreet_not_remembered(moat_factory, server):
+    """pregreet = tarpit lets an early talker go on, delayed; its
+    transaction is not clean, so it must not earn the pass that skips
+    the greet pause next time (a clean transaction does)."""
+    m = moat_factory([server], extra=guard_block(
+        greet_pause="1s", pregreet="tarpit", error_delay="200ms"))
+    before = settle(m)
+    with RawSMTP(m.port) as c:
+        assert c._line().startswith("220-")
+        c.send(b"EHLO early.test\r\n")
+        assert c.reply()[0] == 220
+        assert c.reply()[0] == 250
+        start_txn(c)
+        assert c.cmd("DATA")[0] == 354
+        c.send(stuff(make_message()))
+        assert c.reply()[0] == 250
+        assert c.cmd("QUIT")[0] == 221
+    ref, _ = wait_refused(m, before, "proto.pregreet")
+    server.wait_for(1)
+    with RawSMTP(m.port) as c:
+        first = c._line()
+        assert first.startswith("220-"), (
+            f"tarpitted client skipped the greet pause: {first!r}")
+
+
 # ---------------------------------------------------------------------------
 # overlong command lines
 
@@ -491,6 +516,28 @@ def test_junk_limit(moat_factory, server):
     ref, _ = wait_refused(m, before, "proto.junk")
     assert ref == {"proto.junk": 1}, ref
     good_clients_pass(m, server)
+
+
+def test_junk_count_resets_after_mail(moat_factory, server):
+    """guard.junk counts commands *without mail*: an MTA that sends RSET
+    and NOOP around each of many messages on one connection is fine."""
+    m = moat_factory([server])
+    before = settle(m)
+    n = 30
+    with RawSMTP(m.port) as c:
+        banner(c)
+        ehlo(c)
+        for i in range(n):
+            assert c.cmd("RSET")[0] == 250, i
+            assert c.cmd("NOOP")[0] == 250, i
+            start_txn(c)
+            assert c.cmd("DATA")[0] == 354
+            c.send(stuff(make_message()))
+            assert c.reply()[0] == 250, (i, c.transcript[-3:])
+        assert c.cmd("QUIT")[0] == 221
+    server.wait_for(n, timeout=30)
+    ref, obs = before.delta()
+    assert not ref and not obs, (ref, obs)
 
 
 # ---------------------------------------------------------------------------
