@@ -400,10 +400,14 @@ session_error(struct session *s)
 	return true;
 }
 
-/* An error reply plus its count. */
+/*
+ * An error reply plus its count.  Counted first, so that the reply to the
+ * error past errors_soft is the one delayed, and the error that reaches
+ * errors_hard is answered by that limit alone.
+ */
 #define session_fail(s, reason, ...) do {				\
-	session_reply((s), (reason), __VA_ARGS__);			\
-	(void)session_error(s);						\
+	if (session_error(s))						\
+		session_reply((s), (reason), __VA_ARGS__);		\
 } while (0)
 
 static void
@@ -490,6 +494,10 @@ session_close(struct session *s, bool flush)
 	s->closing = true;
 	bufferevent_disable(s->bev, EV_READ);
 	evtimer_del(s->ev_timer);
+	/* A reply held by the tarpit goes out now: its timer is gone. */
+	if (flush && evbuffer_get_length(s->held) > 0 &&
+	    evbuffer_add_buffer(bufferevent_get_output(s->bev), s->held) == -1)
+		flush = false;
 	if (flush &&
 	    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0) {
 		/* write_cb fires when the output drained; the timeout
@@ -724,6 +732,28 @@ smtp_session_accept(int fd, const struct sockaddr *sa, socklen_t salen,
 static void	session_command(struct session *, char *, size_t, bool);
 static bool	session_data_input(struct session *);
 
+/*
+ * A binary protocol (a TLS ClientHello, SOCKS) sends no line end and waits
+ * for an answer: a partial line that starts with a control or 8-bit byte
+ * and that the parser already knows as another protocol is judged as a
+ * line now, instead of holding the connection until the timeout.
+ */
+static bool
+session_binary_hello(struct evbuffer *in, size_t len)
+{
+	char			 line[SMTP_LINE_MAX];
+	struct smtp_command	 cmd;
+	unsigned char		 c;
+
+	if (len == 0 || len > sizeof line ||
+	    evbuffer_copyout(in, line, len) != (ev_ssize_t)len)
+		return false;
+	c = (unsigned char)line[0];
+	if (c >= 0x20 && c < 0x7f)
+		return false;
+	return smtp_parse_command(line, len, &cmd) == SMTP_PARSE_NON_SMTP;
+}
+
 static void
 session_process(struct session *s)
 {
@@ -731,6 +761,7 @@ session_process(struct session *s)
 	struct evbuffer_ptr	 p;
 	size_t			 eol_len, len;
 	char			 line[SMTP_LINE_MAX + 1];
+	bool			 crlf;
 
 	while (!s->paused && !s->closing) {
 		if (s->state == SMTP_STATE_DATA) {
@@ -758,15 +789,20 @@ session_process(struct session *s)
 			if (p.pos < 0)
 				break;
 			s->skip_line = false;
+			/* The check already counted it (observe, tarpit). */
 			if (session_error(s))
-				session_reply(s, REASON_PROTO_LINE_TOO_LONG,
+				session_reply(s, REASON_PROTO_SYNTAX,
 				    "500 5.5.2 Error: line too long");
 			continue;
 		}
 		if (p.pos < 0) {
-			if (evbuffer_get_length(in) < SMTP_LINE_MAX)
+			len = evbuffer_get_length(in);
+			if (len < SMTP_LINE_MAX && session_binary_hello(in, len))
+				eol_len = 0;	/* judge it now */
+			else if (len < SMTP_LINE_MAX)
 				break;		/* wait for the rest */
-			len = SMTP_LINE_MAX + 1;
+			else
+				len = SMTP_LINE_MAX + 1;
 		} else
 			len = (size_t)p.pos + eol_len;
 		if (len > SMTP_LINE_MAX) {
@@ -784,9 +820,17 @@ session_process(struct session *s)
 			break;
 		}
 		len -= eol_len;
-		if (len > 0 && line[len - 1] == '\r')
+		crlf = len > 0 && line[len - 1] == '\r';
+		if (crlf)
 			len--;
 		line[len] = '\0';
+		/* A bare LF line end or a bare CR inside: a line end that
+		 * another hop may read differently (guard.bare_lf). */
+		if (eol_len > 0 && (!crlf || memchr(line, '\r', len) != NULL) &&
+		    !cfg()->bare_lf_normalise &&
+		    !session_trip(s, &cfg()->check_bare_lf,
+		    REASON_PROTO_BARE_LF, "Error: bare CR or LF in command"))
+			break;
 		session_command(s, line, len, evbuffer_get_length(in) > 0);
 		if (!s->closing)
 			session_arm_timeouts(s);
@@ -813,7 +857,8 @@ session_command(struct session *s, char *line, size_t len, bool more)
 		if (!session_trip(s, &c->check_non_smtp, REASON_PROTO_NON_SMTP,
 		    "Error: not an SMTP client"))
 			return;
-		session_fail(s, REASON_PROTO_NON_SMTP,
+		/* Observed or tarpitted (counted there): a plain 500. */
+		session_fail(s, REASON_PROTO_UNKNOWN_CMD,
 		    "500 5.5.2 Error: command not recognized");
 		return;
 	case SMTP_PARSE_EMPTY:
@@ -1288,7 +1333,11 @@ commit_cb(uint64_t cookie, int error, const char *qid)
 		    "451 4.3.0 Error: queue file write error");
 	else {
 		s->messages++;
-		guard_pass_remember(s->ip, time(NULL), cfg()->pass_remember);
+		s->junk = 0;	/* junk_max counts commands without mail */
+		/* Only a clean transaction earns the pass (as QUIT). */
+		if (!s->tripped)
+			guard_pass_remember(s->ip, time(NULL),
+			    cfg()->pass_remember);
 		session_reply(s, REASON_NONE, "250 2.0.0 Ok: queued as %s",
 		    t->qids);
 	}
