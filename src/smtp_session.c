@@ -204,6 +204,17 @@ smtp_session_count(void)
 	return (unsigned)metrics.sessions_active;
 }
 
+bool
+smtp_session_waiting(void)
+{
+	struct session *s;
+
+	TAILQ_FOREACH(s, &sessions, entry)
+		if (s->paused && !s->closing)
+			return true;
+	return false;
+}
+
 static const struct config *
 cfg(void)
 {
