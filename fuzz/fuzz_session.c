@@ -33,9 +33,15 @@
  * transaction may hold groups for).  Timers are at most a few ms so that
  * tarpits and greet pauses finish quickly.
  *
- * Checks after every input: no session left (metrics.sessions_active),
+ * Checks: during a run, the heap never grows by more than
+ * HEAP_GROWTH_MAX (a session's input and output are bounded); after
+ * every input, no session is left (metrics.sessions_active),
  * limiter_connect succeeds (no connection slot leaked), the spool's tmp/
- * is empty, and every so often that queue/ holds no message.
+ * is empty, and every so often that queue/ holds no message.  Leaks are
+ * libFuzzer's own check (LeakSanitizer).
+ *
+ * To see what an input does: FUZZ_SESSION_VERBOSE=1 (moat's replies and
+ * debug log on stderr), FUZZ_SESSION_HEAP=1 (heap growth per run).
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -60,6 +66,8 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include <sanitizer/allocator_interface.h>
+
 #include "config.h"
 #include "delivery.h"
 #include "limiter.h"
@@ -76,6 +84,8 @@ int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 #define NDOMAINS	10
 #define RUN_LIMIT_MS	10000	/* a session that outlives this is stuck */
 #define SCAN_EVERY	128	/* runs between full queue/ checks */
+#define HEAP_GROWTH_MAX	(16u << 20)	/* per session: input and output
+					   are bounded at 64 KiB each */
 
 static struct event_base	*base;
 static struct event		*watchdog;
@@ -89,6 +99,7 @@ static char			 spooldir[] = "/dev/shm/fuzz_session.XXXXXX";
 static char			 tmpdir[sizeof spooldir + 8];
 static unsigned long		 runs;
 static bool			 verbose;	/* FUZZ_SESSION_VERBOSE set */
+static bool			 heapwatch;	/* FUZZ_SESSION_HEAP set */
 
 static void
 die(const char *what)
@@ -169,6 +180,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	/* FUZZ_SESSION_VERBOSE=1: moat's replies and debug log on stderr,
 	 * to see what an input (a crash, a seed) does. */
 	verbose = getenv("FUZZ_SESSION_VERBOSE") != NULL;
+	/* FUZZ_SESSION_HEAP=1: print how far the heap grew during a run. */
+	heapwatch = getenv("FUZZ_SESSION_HEAP") != NULL;
 	log_init("fuzz_session", verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERR,
 	    false);
 	if (evthread_use_pthreads() == -1)
@@ -266,6 +279,8 @@ struct knobs {
 	enum chunking	chunking;
 	bool		stall;		/* no EOF: the timeouts end it */
 	bool		hangup;		/* EOF without waiting for moat */
+	bool		shutdown;	/* moat shuts down mid-stream */
+	bool		noread;		/* reads only when it cannot write */
 	uint32_t	rng;
 };
 
@@ -279,8 +294,10 @@ struct knobs {
  *       stall; bit 3 overload mode; bit 4 queue full after one message;
  *       bit 5 disk "full"; bit 6 pregreet action log (else reject);
  *       bit 7 guard checks off
- *   h3: bit 0 hang up without waiting for moat; the byte seeds the
- *       chunk sizes
+ *   h3: bit 0 hang up without waiting for moat; bit 1 moat shuts down
+ *       (smtp_session_shutdown_all) half-way through; bit 2 the client
+ *       reads replies only when its write would block, over small socket
+ *       buffers (moat's output backs up); the byte seeds the chunk sizes
  */
 static void
 configure(const uint8_t *h, struct knobs *k)
@@ -345,6 +362,8 @@ configure(const uint8_t *h, struct knobs *k)
 
 	k->chunking = (enum chunking)((h[1] >> 6) & 3);
 	k->hangup = (h[3] & 0x01) != 0;
+	k->shutdown = (h[3] & 0x02) != 0;
+	k->noread = (h[3] & 0x04) != 0;
 	k->rng = 0x9e3779b9u ^ h[3];
 }
 
@@ -375,7 +394,7 @@ chunk_len(struct knobs *k, const uint8_t *p, size_t left)
 
 /* Reads and drops whatever moat wrote. */
 static void
-drain(int fd)
+drain_fd(int fd)
 {
 	char buf[16384];
 
@@ -384,6 +403,21 @@ drain(int fd)
 	while ((n = read(fd, buf, sizeof buf)) > 0)
 		if (verbose)
 			(void)fwrite(buf, 1, (size_t)n, stderr);
+}
+
+static size_t	heap_start, heap_peak;
+
+static void
+drain(int fd)
+{
+	size_t	now;
+
+	drain_fd(fd);
+	now = __sanitizer_get_current_allocated_bytes();
+	if (now > heap_peak)
+		heap_peak = now;
+	if (heap_peak - heap_start > HEAP_GROWTH_MAX)
+		die("heap grows without bound during one session");
 }
 
 static void
@@ -428,7 +462,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	size_t			 off, n;
 	ssize_t			 w;
 	uint64_t		 start;
-	int			 fds[2];
+	int			 fds[2], sz = 4096;
 
 	if (len < HDR_LEN)
 		return 0;
@@ -439,6 +473,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	    fds) == -1)
 		die("socketpair");
+	if (k.noread && (setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sz,
+	    sizeof sz) == -1 || setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &sz,
+	    sizeof sz) == -1))
+		die("setsockopt");
 	memset(&sin, 0, sizeof sin);
 	sin.sin_family = AF_INET;
 	sin.sin_port = htons(40000);
@@ -450,6 +488,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		die("limiter_connect refused: a connection slot leaked");
 	smtp_session_accept(fds[0], (struct sockaddr *)&sin, sizeof sin, &lc);
 
+	heap_start = heap_peak = __sanitizer_get_current_allocated_bytes();
 	start = now_ms();
 	off = 0;
 	while (off < len && smtp_session_count() > 0) {
@@ -459,9 +498,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 			off += (size_t)w;
 		else if (w == -1 && errno != EAGAIN && errno != EINTR)
 			break;		/* moat closed the connection */
+		if (k.shutdown && off >= len / 2) {
+			/* SIGTERM: 421 to every session, then close. */
+			smtp_session_shutdown_all();
+			k.shutdown = false;
+		}
+		/* A noread client reads only once its write would block. */
+		if (w <= 0 || !k.noread)
+			drain(fds[1]);
 		/* No progress: moat is paused or busy, wait for an event. */
 		event_base_loop(base, w > 0 ? EVLOOP_NONBLOCK : EVLOOP_ONCE);
-		drain(fds[1]);
+		if (!k.noread)
+			drain(fds[1]);
 		check_deadline(start);
 	}
 	/* A client that waits for the replies before it hangs up.  A
@@ -486,6 +534,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		check_deadline(start);
 	}
 	close(fds[1]);
+	if (heapwatch)
+		fprintf(stderr, "fuzz_session: heap grew by at most %zu bytes\n",
+		    heap_peak - heap_start);
 	if (metrics.sessions_active != 0)
 		die("sessions_active not back to zero");
 
