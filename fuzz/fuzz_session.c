@@ -60,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -272,7 +273,9 @@ enum chunking {
 	CHUNK_ALL,	/* as much as the socket takes */
 	CHUNK_TINY,	/* 1..16 bytes */
 	CHUNK_LINE,	/* up to and including each LF */
-	CHUNK_SMALL	/* 1..512 bytes */
+	CHUNK_SMALL,	/* 1..512 bytes */
+	CHUNK_GROUP	/* up to a command that ends an RFC 2920 group,
+			   or the end of DATA: a well-behaved pipeliner */
 };
 
 struct knobs {
@@ -281,6 +284,7 @@ struct knobs {
 	bool		hangup;		/* EOF without waiting for moat */
 	bool		shutdown;	/* moat shuts down mid-stream */
 	bool		noread;		/* reads only when it cannot write */
+	unsigned	repeat;		/* the stream is sent this many times */
 	uint32_t	rng;
 };
 
@@ -297,7 +301,10 @@ struct knobs {
  *   h3: bit 0 hang up without waiting for moat; bit 1 moat shuts down
  *       (smtp_session_shutdown_all) half-way through; bit 2 the client
  *       reads replies only when its write would block, over small socket
- *       buffers (moat's output backs up); the byte seeds the chunk sizes
+ *       buffers (moat's output backs up); bits 3-4 the stream is sent
+ *       1, 2, 16 or 64 times (long lines, big messages and floods from
+ *       short inputs); bit 5 chunking by RFC 2920 groups instead; the
+ *       byte seeds the chunk sizes
  */
 static void
 configure(const uint8_t *h, struct knobs *k)
@@ -360,18 +367,38 @@ configure(const uint8_t *h, struct knobs *k)
 	dcfg->queue_max_bytes = 0;
 	dcfg->disk_min_free = (h[2] & 0x20) ? UINT64_MAX / 2 : 0;
 
-	k->chunking = (enum chunking)((h[1] >> 6) & 3);
+	k->chunking = (h[3] & 0x20) ? CHUNK_GROUP :
+	    (enum chunking)((h[1] >> 6) & 3);
 	k->hangup = (h[3] & 0x01) != 0;
 	k->shutdown = (h[3] & 0x02) != 0;
 	k->noread = (h[3] & 0x04) != 0;
+	k->repeat = (const unsigned[]){ 1, 2, 16, 64 }[(h[3] >> 3) & 3];
 	k->rng = 0x9e3779b9u ^ h[3];
+}
+
+/* Does this line end a group of pipelined commands (RFC 2920 3.1)? */
+static bool
+group_end(const uint8_t *line, size_t len)
+{
+	static const char *const verbs[] = { "EHLO", "HELO", "DATA", "NOOP",
+	    "QUIT", "VRFY", "EXPN", "STARTTLS" };
+	size_t i;
+
+	if (line[0] == '.' && (len == 2 || (len == 3 && line[1] == '\r')))
+		return true;
+	for (i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+		if (len >= strlen(verbs[i]) &&
+		    strncasecmp((const char *)line, verbs[i],
+		    strlen(verbs[i])) == 0)
+			return true;
+	return false;
 }
 
 static size_t
 chunk_len(struct knobs *k, const uint8_t *p, size_t left)
 {
-	const uint8_t	*lf;
-	size_t		 n;
+	const uint8_t	*lf, *q;
+	size_t		 n, rem, ll;
 
 	k->rng = k->rng * 1103515245u + 12345u;
 	switch (k->chunking) {
@@ -384,6 +411,18 @@ chunk_len(struct knobs *k, const uint8_t *p, size_t left)
 		break;
 	case CHUNK_SMALL:
 		n = 1 + (k->rng >> 16) % 512;
+		break;
+	case CHUNK_GROUP:
+		for (q = p, rem = left; rem > 0; q += ll, rem -= ll) {
+			if ((lf = memchr(q, '\n', rem)) == NULL)
+				return left;
+			ll = (size_t)(lf - q) + 1;
+			if (group_end(q, ll)) {
+				q += ll;
+				break;
+			}
+		}
+		n = (size_t)(q - p);
 		break;
 	default:
 		n = left;
@@ -459,7 +498,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	struct knobs		 k;
 	enum reason		 why;
 	const uint8_t		*p;
-	size_t			 off, n;
+	size_t			 off, total, at, n;
 	ssize_t			 w;
 	uint64_t		 start;
 	int			 fds[2], sz = 4096;
@@ -491,14 +530,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	heap_start = heap_peak = __sanitizer_get_current_allocated_bytes();
 	start = now_ms();
 	off = 0;
-	while (off < len && smtp_session_count() > 0) {
-		n = chunk_len(&k, p + off, len - off);
-		w = write(fds[1], p + off, n);
+	total = len * k.repeat;
+	while (off < total && smtp_session_count() > 0) {
+		at = off % len;
+		n = chunk_len(&k, p + at, len - at);
+		w = write(fds[1], p + at, n);
 		if (w > 0)
 			off += (size_t)w;
 		else if (w == -1 && errno != EAGAIN && errno != EINTR)
 			break;		/* moat closed the connection */
-		if (k.shutdown && off >= len / 2) {
+		if (k.shutdown && off >= total / 2) {
 			/* SIGTERM: 421 to every session, then close. */
 			smtp_session_shutdown_all();
 			k.shutdown = false;
@@ -510,6 +551,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		event_base_loop(base, w > 0 ? EVLOOP_NONBLOCK : EVLOOP_ONCE);
 		if (!k.noread)
 			drain(fds[1]);
+		/* A well-behaved pipeliner waits for the group's replies. */
+		while (k.chunking == CHUNK_GROUP && smtp_session_waiting()) {
+			event_base_loop(base, EVLOOP_ONCE);
+			drain(fds[1]);
+			check_deadline(start);
+		}
 		check_deadline(start);
 	}
 	/* A client that waits for the replies before it hangs up.  A
