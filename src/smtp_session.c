@@ -59,6 +59,7 @@
 #include "util.h"
 
 #define SESSION_READ_HIGH	(64 * 1024)	/* input buffered at most */
+#define SESSION_WRITE_HIGH	(64 * 1024)	/* replies buffered, then wait */
 #define SESSION_DATA_CHUNK	(16 * 1024)
 #define SESSION_MAX_DOMAINS	8		/* distinct domains per txn */
 #define SESSION_SKIP_MAX	(64 * 1024)	/* overlong line discard cap */
@@ -117,6 +118,7 @@ struct session {
 	bool			 tripped;	/* a guard check tripped */
 	bool			 early;		/* pregreet already counted */
 	bool			 skip_line;	/* discarding an overlong line */
+	bool			 backlog;	/* replies unread: not reading */
 	size_t			 skipped;
 	char			 helo[256];
 	unsigned		 errors;
@@ -202,6 +204,17 @@ unsigned
 smtp_session_count(void)
 {
 	return (unsigned)metrics.sessions_active;
+}
+
+bool
+smtp_session_waiting(void)
+{
+	struct session *s;
+
+	TAILQ_FOREACH(s, &sessions, entry)
+		if (s->paused && !s->closing)
+			return true;
+	return false;
 }
 
 static const struct config *
@@ -482,6 +495,14 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	(void)bev;
 	if (s->closing)
 		event_active(s->ev_free, 0, 0);
+	else if (s->backlog) {
+		/* The client read its replies: read and process again. */
+		s->backlog = false;
+		bufferevent_enable(s->bev, EV_READ);
+		session_arm_timeouts(s);
+		if (!s->paused)
+			event_active(s->ev_free, 0, 0);
+	}
 }
 
 static void
@@ -754,6 +775,25 @@ session_binary_hello(struct evbuffer *in, size_t len)
 	return smtp_parse_command(line, len, &cmd) == SMTP_PARSE_NON_SMTP;
 }
 
+/*
+ * A client that sends commands and never reads the replies would make
+ * the output grow without bound (a short command can earn a long reply):
+ * stop reading until it has read them (session_write_cb), and give it the
+ * command timeout to do so.
+ */
+static void
+session_backlog(struct session *s)
+{
+	uint64_t	ms = tighten(cfg()->timeout_command);
+	struct timeval	tv;
+
+	s->backlog = true;
+	bufferevent_disable(s->bev, EV_READ);
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	bufferevent_set_timeouts(s->bev, NULL, ms > 0 ? &tv : NULL);
+}
+
 static void
 session_process(struct session *s)
 {
@@ -764,6 +804,11 @@ session_process(struct session *s)
 	bool			 crlf;
 
 	while (!s->paused && !s->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
+		    SESSION_WRITE_HIGH) {
+			session_backlog(s);
+			break;
+		}
 		if (s->state == SMTP_STATE_DATA) {
 			if (!session_data_input(s))
 				break;

@@ -39,5 +39,11 @@ bool		smtp_session_overload(void);
 /* 421 to every session and close them (SIGTERM). */
 void		smtp_session_shutdown_all(void);
 unsigned	smtp_session_count(void);
+/*
+ * True while some session is paused: in its greet pause, holding a
+ * tarpitted reply or waiting for a commit.  For tests and the fuzzer,
+ * whose client waits for moat before it hangs up.
+ */
+bool		smtp_session_waiting(void);
 
 #endif
