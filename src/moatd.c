@@ -42,6 +42,7 @@ static struct smtp_server	 server;
 static struct config		*config;
 static struct control		*control;
 static time_t			 started;
+static struct event		*ev_drain;	/* shutdown in progress */
 
 static enum log_level
 level_from_name(const char *name)
@@ -168,11 +169,27 @@ sighup_cb(evutil_socket_t sig, short what, void *arg)
 		free(cause);
 }
 
+/*
+ * While shutting down: leave the loop once every session has flushed its
+ * 421 and gone, or when the grace time is over.
+ */
+static void
+drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static unsigned	ticks;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (metrics.sessions_active == 0 ||
+	    ++ticks * 50 >= SHUTDOWN_GRACE_MS)
+		event_base_loopbreak(server.base);
+}
+
 static void
 sigterm_cb(evutil_socket_t sig, short what, void *arg)
 {
-	struct timeval tv = { SHUTDOWN_GRACE_MS / 1000,
-	    (SHUTDOWN_GRACE_MS % 1000) * 1000 };
+	struct timeval		 tv = { 0, 50 * 1000 };
 
 	(void)what;
 	(void)arg;
@@ -183,7 +200,9 @@ sigterm_cb(evutil_socket_t sig, short what, void *arg)
 	    (unsigned long long)metrics.sessions_active);
 	listener_close_all();
 	smtp_session_shutdown_all();
-	event_base_loopexit(server.base, &tv);
+	if ((ev_drain = event_new(server.base, -1, EV_PERSIST, drain_cb,
+	    NULL)) == NULL || event_add(ev_drain, &tv) == -1)
+		event_base_loopbreak(server.base);
 }
 
 static void
@@ -325,6 +344,8 @@ main(int argc, char **argv)
 
 	/* Queued mail is untouched: files are truth for the next start. */
 	smtp_session_free_all();
+	if (ev_drain != NULL)
+		event_free(ev_drain);
 	control_free(control);
 	delivery_free(server.delivery);
 	spool_sync_free(server.sync);
