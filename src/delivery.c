@@ -2261,6 +2261,27 @@ delivery_flush(struct delivery *d, const char *qid)
 	return n;
 }
 
+/*
+ * Operator commands act on one message (qid) or on all (NULL): returns the
+ * number affected, or -1 for an unknown qid.
+ */
+static int
+entries_apply(struct delivery *d, const char *qid,
+    int (*fn)(struct delivery *, struct dq_entry *))
+{
+	struct dq_entry	*e, *next;
+	int		 n = 0;
+
+	if (qid != NULL) {
+		if ((e = hash_find(d, qid)) == NULL)
+			return -1;
+		return fn(d, e);
+	}
+	TAILQ_FOREACH_SAFE(e, &d->entries, link, next)
+		n += fn(d, e);
+	return n;
+}
+
 static int
 entry_delete(struct delivery *d, struct dq_entry *e)
 {
@@ -2280,17 +2301,7 @@ entry_delete(struct delivery *d, struct dq_entry *e)
 int
 delivery_delete(struct delivery *d, const char *qid)
 {
-	struct dq_entry	*e, *next;
-	int		 n = 0;
-
-	if (qid != NULL) {
-		if ((e = hash_find(d, qid)) == NULL)
-			return -1;
-		return entry_delete(d, e);
-	}
-	TAILQ_FOREACH_SAFE(e, &d->entries, link, next)
-		n += entry_delete(d, e);
-	return n;
+	return entries_apply(d, qid, entry_delete);
 }
 
 static int
@@ -2315,17 +2326,7 @@ entry_hold(struct delivery *d, struct dq_entry *e)
 int
 delivery_hold(struct delivery *d, const char *qid)
 {
-	struct dq_entry	*e;
-	int		 n = 0;
-
-	if (qid != NULL) {
-		if ((e = hash_find(d, qid)) == NULL)
-			return -1;
-		return entry_hold(d, e);
-	}
-	TAILQ_FOREACH(e, &d->entries, link)
-		n += entry_hold(d, e);
-	return n;
+	return entries_apply(d, qid, entry_hold);
 }
 
 static int
@@ -2350,17 +2351,7 @@ entry_release(struct delivery *d, struct dq_entry *e)
 int
 delivery_release(struct delivery *d, const char *qid)
 {
-	struct dq_entry	*e;
-	int		 n = 0;
-
-	if (qid != NULL) {
-		if ((e = hash_find(d, qid)) == NULL)
-			return -1;
-		return entry_release(d, e);
-	}
-	TAILQ_FOREACH(e, &d->entries, link)
-		n += entry_release(d, e);
-	return n;
+	return entries_apply(d, qid, entry_release);
 }
 
 const char *
