@@ -133,7 +133,8 @@ static const struct ckey config_keys[] = {
 	  "Recipients per message; RFC 5321 asks servers to take 100." },
 	{ "smtp.line_max", CKEY_SIZE, F(line_max), 80, 64 * KB, "998", NULL,
 	  "Longest text line in DATA, without CRLF (RFC 5322: 998); "
-	  "longer lines trip guard.line_too_long." },
+	  "longer lines are relayed unchanged and counted as observed "
+	  "proto.line_too_long (real mailers send them)." },
 	{ "smtp.max_sessions", CKEY_UINT, F(max_sessions), 1, 1000000,
 	  "20000", NULL,
 	  "Concurrent SMTP sessions in all; past it new ones get 421." },
@@ -170,7 +171,7 @@ static const struct ckey config_keys[] = {
 	  NULL, "Client speaks another protocol (HTTP, binary)." },
 	{ "guard.line_too_long", CKEY_CHECK, F(check_line_too_long), 0, 0,
 	  "drop", NULL,
-	  "Command line over 512 bytes or text line over smtp.line_max." },
+	  "Command line over 512 bytes (an overflow attempt)." },
 	{ "guard.bare_lf", CKEY_CHECK, F(check_bare_lf), 0, 0, "reject",
 	  NULL, "Bare LF or CR in commands or DATA (SMTP smuggling)." },
 	{ "guard.pipelining", CKEY_CHECK, F(check_pipelining), 0, 0,

@@ -1280,6 +1280,14 @@ session_data_end(struct session *s)
 		}
 		(void)session_apply(s, v, "Error: bare CR or LF");
 	}
+	if (t->data.flags & SMTP_DATA_F_LONG_LINE) {
+		/* Over RFC 5322's 998, yet common in real mail: relayed
+		 * unchanged, counted so that an administrator can see it. */
+		metrics.observed[REASON_PROTO_LINE_TOO_LONG]++;
+		log_info("session=%s ip=%s event=observe "
+		    "reason=proto.line_too_long what=\"text line over "
+		    "smtp.line_max\"", s->sid, s->ip);
+	}
 	if (t->write_failed) {
 		txn_reset(s);
 		session_reply(s, REASON_QUEUE_IO,
