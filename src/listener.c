@@ -189,8 +189,12 @@ listener_open(struct event_base *base, const struct config *c, char **cause)
 				close(fd);
 			return -1;
 		}
+		/* backlog 0: the socket already listens.  -1 would make
+		 * libevent call listen(fd, 128) again and cut the backlog
+		 * to 128: a connection burst then overflows the accept
+		 * queue and every client's SYN waits a 1 s retransmit. */
 		l = evconnlistener_new(base, listener_accept_cb, NULL,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 		if (l == NULL) {
 			if (asprintf(cause, "listen %s: cannot listen",
 			    c->listen[i]) == -1)

@@ -15,6 +15,7 @@ whole file runs in about 30 s.
 """
 
 import smtplib
+import subprocess
 import time
 
 import pytest
@@ -181,6 +182,21 @@ def test_rcpt_rate_flood(moat_factory, server):
     assert sorted(got) == sorted(rcpts[:10])
 
 
+def test_listen_backlog(moat_factory, server):
+    """The listening socket keeps moat's backlog (4096, or the kernel's
+    somaxconn if lower), not libevent's default of 128: with 128 a burst
+    of connections overflows the accept queue and every client caught
+    in it, good ones too, waits for a SYN retransmit (1 s, then 3 s)."""
+    m = start_moat(moat_factory, server)
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{m.port}"],
+                         capture_output=True, text=True, timeout=10).stdout
+    assert out.split(), out
+    backlog = int(out.split()[2])       # Send-Q of a listener: backlog
+    with open("/proc/sys/net/core/somaxconn") as f:
+        want = min(4096, int(f.read()))
+    assert backlog == want, out
+
+
 def test_thousand_slow_sessions(moat_factory, server):
     """1,000 idle connections from ten addresses (limits raised): moat
     holds them all, `moatctl status` answers, and the good client still
@@ -190,8 +206,11 @@ def test_thousand_slow_sessions(moat_factory, server):
                    conn_per_ip=200, conn_per_net=2000,
                    smtp={"max_sessions": 5000, "timeout_greeting": "2min"})
     with Pool(m.port, limit=1100) as pool:
+        t0 = time.monotonic()
         for i in range(1000):
             pool.open(f"127.0.5.{1 + i % 10}")
+        # No accept-queue overflow (no 1 s SYN retransmits).
+        assert time.monotonic() - t0 < 5, time.monotonic() - t0
         wait_until(lambda: status(m)["sessions"]["active"] >= 1000, 10,
                    what="1000 sessions held")
         # Some of them drip a byte at a time, as slowloris does.
