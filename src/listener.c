@@ -1,6 +1,14 @@
 /*
  * listener.c: bind, accept, global session limit, fd exhaustion.
  *
+ * Fairness: each wakeup accepts at most LISTENER_ACCEPT_BURST clients,
+ * then the loop serves the sessions that are ready before it comes back
+ * (the listening socket is level-triggered, so nothing is lost).  With
+ * libevent's evconnlistener, which accepts until the queue is empty, a
+ * connection flood queued thousands of accepts ahead of every command
+ * of the sessions in progress: a legitimate sender's reply waited for
+ * the whole batch (p99 0.3 s under 10,000 hostile connections/s).
+ *
  * EMFILE/ENFILE: a level-triggered listener whose accept() fails would
  * wake the loop forever.  We keep one spare descriptor; when accept fails
  * for lack of descriptors we free the spare, accept the pending client,
@@ -22,7 +30,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <event2/util.h>
 
 #include "config.h"
@@ -34,8 +41,9 @@
 
 #define LISTENER_BACKLOG	4096
 #define LISTENER_PAUSE_MS	100
+#define LISTENER_ACCEPT_BURST	32	/* accepts per wakeup */
 
-static struct evconnlistener	*listeners[CONFIG_MAX_LISTEN];
+static struct event		*listeners[CONFIG_MAX_LISTEN];
 static size_t			 nlisteners;
 static const struct config	*listener_cfg;
 static struct event		*ev_resume;
@@ -52,8 +60,7 @@ listener_refuse(int fd, const char *text)
 }
 
 static void
-listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
+listener_accept(int fd, struct sockaddr *sa, socklen_t salen)
 {
 	const struct config	*c = listener_cfg;
 	char			 line[512];
@@ -61,8 +68,6 @@ listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	struct limiter_client	 lc;
 	enum reason		 why = REASON_NONE;
 
-	(void)l;
-	(void)arg;
 	if (c->max_sessions > 0 &&
 	    metrics.sessions_active >= c->max_sessions) {
 		metrics.refused[REASON_LIMIT_CONN_GLOBAL]++;
@@ -89,7 +94,35 @@ listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		listener_refuse(fd, line);
 		return;
 	}
-	smtp_session_accept(fd, sa, (socklen_t)salen, &lc);
+	smtp_session_accept(fd, sa, salen, &lc);
+}
+
+static void	listener_error(int, int);
+
+static void
+listener_read_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	int			 fd;
+
+	(void)what;
+	(void)arg;
+	for (int i = 0; i < LISTENER_ACCEPT_BURST; i++) {
+		sslen = sizeof ss;
+		fd = accept4(lfd, (struct sockaddr *)&ss, &sslen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			/* EAGAIN: queue empty; the others concern one
+			 * client that went away before we took it. */
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED &&
+			    errno != EPROTO)
+				listener_error(lfd, errno);
+			return;
+		}
+		listener_accept(fd, (struct sockaddr *)&ss, sslen);
+	}
 }
 
 static void
@@ -108,17 +141,16 @@ listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	for (size_t i = 0; i < nlisteners; i++)
-		evconnlistener_enable(listeners[i]);
+		if (event_add(listeners[i], NULL) == -1)
+			log_warnx("event=listen_resume error=\"event_add\"");
 }
 
 static void
-listener_error_cb(struct evconnlistener *l, void *arg)
+listener_error(int lfd, int err)
 {
 	struct timeval	tv = { 0, LISTENER_PAUSE_MS * 1000 };
-	int		err = EVUTIL_SOCKET_ERROR();
 	int		fd;
 
-	(void)arg;
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
 	    err != ENOMEM) {
 		log_warnx("event=accept_error error=\"%s\"", strerror(err));
@@ -128,7 +160,7 @@ listener_error_cb(struct evconnlistener *l, void *arg)
 	if (spare_fd != -1) {
 		close(spare_fd);
 		spare_fd = -1;
-		fd = accept(evconnlistener_get_fd(l), NULL, NULL);
+		fd = accept(lfd, NULL, NULL);
 		if (fd != -1)
 			listener_refuse(fd, "421 4.3.2 Service busy, try "
 			    "again later\r\n");
@@ -140,7 +172,7 @@ listener_error_cb(struct evconnlistener *l, void *arg)
 		    reason_name(REASON_LIMIT_FD), strerror(err));
 	}
 	for (size_t i = 0; i < nlisteners; i++)
-		evconnlistener_disable(listeners[i]);
+		event_del(listeners[i]);
 	evtimer_add(ev_resume, &tv);
 }
 
@@ -149,7 +181,7 @@ listener_open(struct event_base *base, const struct config *c, char **cause)
 {
 	struct sockaddr_storage	 ss;
 	int			 sslen, fd, on = 1;
-	struct evconnlistener	*l;
+	struct event		*l;
 
 	struct timeval		 sweep = { 5, 0 };
 
@@ -189,20 +221,22 @@ listener_open(struct event_base *base, const struct config *c, char **cause)
 				close(fd);
 			return -1;
 		}
-		/* backlog 0: the socket already listens.  -1 would make
-		 * libevent call listen(fd, 128) again and cut the backlog
-		 * to 128: a connection burst then overflows the accept
-		 * queue and every client's SYN waits a 1 s retransmit. */
-		l = evconnlistener_new(base, listener_accept_cb, NULL,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-		if (l == NULL) {
+		/* Our own accept loop, not evconnlistener: that one
+		 * accepts until the queue is empty (see the top), and
+		 * with backlog -1 it calls listen(fd, 128) again, cutting
+		 * the backlog: a burst then overflows the accept queue
+		 * and every client's SYN waits a 1 s retransmit. */
+		l = event_new(base, fd, EV_READ | EV_PERSIST,
+		    listener_read_cb, NULL);
+		if (l == NULL || event_add(l, NULL) == -1) {
+			if (l != NULL)
+				event_free(l);
 			if (asprintf(cause, "listen %s: cannot listen",
 			    c->listen[i]) == -1)
 				*cause = NULL;
 			close(fd);
 			return -1;
 		}
-		evconnlistener_set_error_cb(l, listener_error_cb);
 		listeners[nlisteners++] = l;
 		log_info("event=listen address=%s", c->listen[i]);
 	}
@@ -218,8 +252,13 @@ listener_set_config(const struct config *c)
 void
 listener_close_all(void)
 {
-	for (size_t i = 0; i < nlisteners; i++)
-		evconnlistener_free(listeners[i]);
+	int	fd;
+
+	for (size_t i = 0; i < nlisteners; i++) {
+		fd = event_get_fd(listeners[i]);
+		event_free(listeners[i]);
+		close(fd);
+	}
 	nlisteners = 0;
 	if (ev_resume != NULL) {
 		event_free(ev_resume);
