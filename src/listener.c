@@ -9,6 +9,12 @@
  * of the sessions in progress: a legitimate sender's reply waited for
  * the whole batch (p99 0.3 s under 10,000 hostile connections/s).
  *
+ * Memory: after a flood of idle sessions (about 5 KiB each) ends, the
+ * freed session memory is scattered through the heap and glibc keeps
+ * it; the periodic sweep hands it back (malloc_trim) once the sessions
+ * fall below a quarter of their peak, so a 20,000-session flood does
+ * not leave moatd 100 MB larger for good.
+ *
  * EMFILE/ENFILE: a level-triggered listener whose accept() fails would
  * wake the loop forever.  We keep one spare descriptor; when accept fails
  * for lack of descriptors we free the spare, accept the pending client,
@@ -23,6 +29,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +49,7 @@
 #define LISTENER_BACKLOG	4096
 #define LISTENER_PAUSE_MS	100
 #define LISTENER_ACCEPT_BURST	32	/* accepts per wakeup */
+#define LISTENER_TRIM_MIN	1000	/* session peak worth a trim */
 
 static struct event		*listeners[CONFIG_MAX_LISTEN];
 static size_t			 nlisteners;
@@ -50,6 +58,7 @@ static struct event		*ev_resume;
 static struct event		*ev_sweep;
 static int			 spare_fd = -1;
 static time_t			 last_full_log;
+static uint64_t			 session_peak;	/* since the last trim */
 
 static void
 listener_refuse(int fd, const char *text)
@@ -95,6 +104,8 @@ listener_accept(int fd, struct sockaddr *sa, socklen_t salen)
 		return;
 	}
 	smtp_session_accept(fd, sa, salen, &lc);
+	if (metrics.sessions_active > session_peak)
+		session_peak = metrics.sessions_active;
 }
 
 static void	listener_error(int, int);
@@ -132,6 +143,14 @@ listener_sweep_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	limiter_sweep(time(NULL));
+	if (session_peak >= LISTENER_TRIM_MIN &&
+	    metrics.sessions_active < session_peak / 4) {
+		log_info("event=trim sessions=%llu peak=%llu",
+		    (unsigned long long)metrics.sessions_active,
+		    (unsigned long long)session_peak);
+		(void)malloc_trim(0);
+		session_peak = metrics.sessions_active;
+	}
 }
 
 static void
