@@ -295,3 +295,37 @@ def test_overload_mode(moat_factory, server):
         wait_until(lambda: status(m)["overload"] is False, 5,
                    what="overload off")
     assert_received_exactly(server, [msgid])
+
+
+def test_slowloris_line_deadline(moat_factory, server):
+    """A client that dribbles a command line a byte at a time resets
+    the read timeout with every byte; the line must still be complete
+    within timeout_command (here 3 s), or moat answers 421 4.4.2 and
+    closes.  A client that sends whole lines is not affected."""
+    m = start_moat(moat_factory, server,
+                   smtp={"timeout_command": "3s",
+                         "timeout_greeting": "3s"})
+    with Pool(m.port) as pool:
+        drip, line = pool.open_and_read("127.0.10.1", REFUSE_BOUND)
+        assert line.startswith(b"220 "), line
+        t0 = time.monotonic()
+        closed_after = None
+        for _ in range(40):             # at most 40 x 0.25 s = 10 s
+            try:
+                drip.sendall(b"E")
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+            drip.settimeout(0.25)
+            try:
+                got = drip.recv(512)
+            except OSError:
+                continue
+            if got.startswith(b"421 4.4.2") or not got:
+                closed_after = time.monotonic() - t0
+                break
+        assert closed_after is not None, "dribbling client never closed"
+        assert 2.0 <= closed_after < 5.5, closed_after
+        _, msgid = good_transaction(m.port, bound=GOOD_BOUND)
+    assert refused(m, "proto.timeout") >= 1
+    assert_received_exactly(server, [msgid])
