@@ -27,8 +27,6 @@ import smtplib
 import subprocess
 import time
 
-import pytest
-
 from conftest import DOMAIN, SENDER, make_message, new_msgid, wait_until
 from dos_helpers import (GOOD_IP, Pool, assert_received_exactly,
                          good_transaction, raise_nofile, read_reply_line,
