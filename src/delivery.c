@@ -1959,7 +1959,7 @@ delivery_load(struct delivery *d)
 		log_warnx("event=queue_load_failed");
 		return -1;
 	}
-	if (lc.n > 0)
+	if (lc.n > 0)	/* qsort(NULL, 0) is undefined (UBSan) */
 		qsort(lc.v, lc.n, sizeof(*lc.v), load_cmp);
 	for (i = 0; i < lc.n; i++) {
 		e = lc.v[i];

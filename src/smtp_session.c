@@ -126,6 +126,7 @@ struct session {
 	unsigned		 messages;
 	uint64_t		 tarpit;	/* ms to delay the next reply */
 	time_t			 started;
+	time_t			 line_deadline;	/* command line complete by */
 	struct limiter_client	 limits;
 	struct txn		 txn;
 	struct evbuffer		*held;		/* reply waiting for tarpit */
@@ -537,8 +538,11 @@ session_resume(struct session *s)
 	if (evbuffer_get_length(s->held) > 0)
 		return;
 	s->paused = false;
-	if (!s->closing)
+	if (!s->closing) {
+		/* A fresh wait for the next command after a pause. */
+		session_arm_timeouts(s);
 		event_active(s->ev_free, 0, 0);
+	}
 }
 
 static void
@@ -663,6 +667,8 @@ session_arm_timeouts(struct session *s)
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	bufferevent_set_timeouts(s->bev, ms > 0 ? &tv : NULL, NULL);
+	s->line_deadline = ms > 0 ? time(NULL) + (time_t)((ms + 999) / 1000) :
+	    0;
 }
 
 void
@@ -841,6 +847,17 @@ session_process(struct session *s)
 			continue;
 		}
 		if (p.pos < 0) {
+			/* Slowloris: each byte resets the read timeout, so
+			 * a line dribbled a byte at a time must still be
+			 * complete within the command timeout. */
+			if (s->line_deadline != 0 &&
+			    time(NULL) >= s->line_deadline) {
+				session_reply(s, REASON_PROTO_TIMEOUT,
+				    "421 4.4.2 %s Error: timeout exceeded, "
+				    "closing", cfg()->hostname);
+				session_close(s, true);
+				break;
+			}
 			len = evbuffer_get_length(in);
 			if (len < SMTP_LINE_MAX && session_binary_hello(in, len))
 				eol_len = 0;	/* judge it now */
