@@ -102,12 +102,6 @@ static unsigned long		 runs;
 static bool			 verbose;	/* FUZZ_SESSION_VERBOSE set */
 static bool			 heapwatch;	/* FUZZ_SESSION_HEAP set */
 
-static void
-die(const char *what)
-{
-	fprintf(stderr, "fuzz_session: %s\n", what);
-	abort();
-}
 
 static uint64_t
 now_ms(void)
@@ -132,6 +126,14 @@ static void
 cleanup(void)
 {
 	(void)nftw(spooldir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+die(const char *what)
+{
+	fprintf(stderr, "fuzz_session: %s\n", what);
+	cleanup();
+	abort();
 }
 
 static void
@@ -294,7 +296,8 @@ struct knobs {
  *       bit 6 bare_lf_normalise; bit 7 greet pause (2ms)
  *   h1: bits 0-1 line_too_long, 2-3 errors, 4-5 junk and helo actions;
  *       bits 6-7 chunking
- *   h2: bit 0 tight limits; bit 1 error_delay 1ms (else 0); bit 2
+ *   h2: bit 0 tight limits; bit 1 error_delay 1ms (else 0; 0 with
+ *       repeats); bit 2
  *       stall; bit 3 overload mode; bit 4 queue full after one message;
  *       bit 5 disk "full"; bit 6 pregreet action log (else reject);
  *       bit 7 guard checks off
@@ -339,7 +342,9 @@ configure(const uint8_t *h, struct knobs *k)
 	cfg->errors_soft = tight ? 1 : 3;
 	cfg->errors_hard = tight ? 4 : 10;
 	cfg->junk_max = tight ? 5 : 50;
-	cfg->error_delay = (h[2] & 0x02) ? 1 : 0;
+	/* 1ms per tarpitted reply, never with repeats: 64 copies of a
+	 * stream that trips on every line would take seconds. */
+	cfg->error_delay = (h[2] & 0x02) && (h[3] & 0x18) == 0 ? 1 : 0;
 	cfg->pass_remember = 0;		/* no state across inputs */
 	cfg->data_min_rate = 0;
 	cfg->overload_sessions = (h[2] & 0x08) ? 1 : 0;
@@ -582,8 +587,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	}
 	close(fds[1]);
 	if (heapwatch)
-		fprintf(stderr, "fuzz_session: heap grew by at most %zu bytes\n",
-		    heap_peak - heap_start);
+		fprintf(stderr, "fuzz_session: heap grew by at most %zu bytes, "
+		    "%llu ms, header %02x%02x%02x%02x\n", heap_peak - heap_start,
+		    (unsigned long long)(now_ms() - start), data[0], data[1],
+		    data[2], data[3]);
 	if (metrics.sessions_active != 0)
 		die("sessions_active not back to zero");
 
