@@ -85,6 +85,8 @@ int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 #define NDOMAINS	10
 #define RUN_LIMIT_MS	10000	/* a session that outlives this is stuck */
 #define SCAN_EVERY	128	/* runs between full queue/ checks */
+#define REPEAT_MAX	(96u << 10)	/* bytes sent at most with repeats */
+#define WRITES_MAX	1024	/* then the rest goes in one piece */
 #define HEAP_GROWTH_MAX	(16u << 20)	/* per session: input and output
 					   are bounded at 64 KiB each */
 
@@ -357,9 +359,9 @@ configure(const uint8_t *h, struct knobs *k)
 	cfg->byte_rate_per_ip = 0;
 	k->stall = (h[2] & 0x04) != 0;
 	if (k->stall) {
-		cfg->timeout_greeting = 15;
-		cfg->timeout_command = 10;
-		cfg->timeout_data = 10;
+		cfg->timeout_greeting = 4;
+		cfg->timeout_command = 3;
+		cfg->timeout_data = 3;
 		cfg->timeout_session = (h[2] & 0x01) ? 5 : 1000;
 	} else {
 		cfg->timeout_greeting = 60 * 1000;
@@ -503,7 +505,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	struct knobs		 k;
 	enum reason		 why;
 	const uint8_t		*p;
-	size_t			 off, total, at, n;
+	size_t			 off, total, at, n, writes = 0;
 	ssize_t			 w;
 	uint64_t		 start;
 	int			 fds[2], sz = 4096;
@@ -535,9 +537,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	heap_start = heap_peak = __sanitizer_get_current_allocated_bytes();
 	start = now_ms();
 	off = 0;
+	/* Past the 64 KiB caps is enough; more only costs time. */
 	total = len * k.repeat;
+	if (k.repeat > 1 && total > REPEAT_MAX)
+		total = len > REPEAT_MAX ? len : REPEAT_MAX;
 	while (off < total && smtp_session_count() > 0) {
 		at = off % len;
+		/* Thousands of tiny writes cost time, not coverage. */
+		if (++writes > WRITES_MAX)
+			k.chunking = CHUNK_ALL;
 		n = chunk_len(&k, p + at, len - at);
 		w = write(fds[1], p + at, n);
 		if (w > 0)
