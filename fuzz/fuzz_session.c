@@ -85,8 +85,8 @@ int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 #define NDOMAINS	10
 #define RUN_LIMIT_MS	10000	/* a session that outlives this is stuck */
 #define SCAN_EVERY	128	/* runs between full queue/ checks */
-#define REPEAT_MAX	(96u << 10)	/* bytes sent at most with repeats */
-#define WRITES_MAX	1024	/* then the rest goes in one piece */
+#define REPEAT_MAX	(80u << 10)	/* bytes sent at most with repeats */
+#define WRITES_MAX	256	/* then the rest goes in one piece */
 #define HEAP_GROWTH_MAX	(16u << 20)	/* per session: input and output
 					   are bounded at 64 KiB each */
 
@@ -307,8 +307,8 @@ struct knobs {
  *       (smtp_session_shutdown_all) half-way through; bit 2 the client
  *       reads replies only when its write would block, over small socket
  *       buffers (moat's output backs up); bits 3-4 the stream is sent
- *       1, 2, 16 or 64 times (long lines, big messages and floods from
- *       short inputs); bit 5 chunking by RFC 2920 groups instead; the
+ *       once (0, 1), twice (2) or 64 times up to REPEAT_MAX (3: long
+ *       lines, big messages and floods from short inputs); bit 5 chunking by RFC 2920 groups instead; the
  *       byte seeds the chunk sizes
  */
 static void
@@ -346,7 +346,7 @@ configure(const uint8_t *h, struct knobs *k)
 	cfg->junk_max = tight ? 5 : 50;
 	/* 1ms per tarpitted reply, never with repeats: 64 copies of a
 	 * stream that trips on every line would take seconds. */
-	cfg->error_delay = (h[2] & 0x02) && (h[3] & 0x18) == 0 ? 1 : 0;
+	cfg->error_delay = (h[2] & 0x02) && (h[3] & 0x18) != 0x18 ? 1 : 0;
 	cfg->pass_remember = 0;		/* no state across inputs */
 	cfg->data_min_rate = 0;
 	cfg->overload_sessions = (h[2] & 0x08) ? 1 : 0;
@@ -379,7 +379,7 @@ configure(const uint8_t *h, struct knobs *k)
 	k->hangup = (h[3] & 0x01) != 0;
 	k->shutdown = (h[3] & 0x02) != 0;
 	k->noread = (h[3] & 0x04) != 0;
-	k->repeat = (const unsigned[]){ 1, 2, 16, 64 }[(h[3] >> 3) & 3];
+	k->repeat = (const unsigned[]){ 1, 1, 2, 64 }[(h[3] >> 3) & 3];
 	k->rng = 0x9e3779b9u ^ h[3];
 }
 
@@ -509,12 +509,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	ssize_t			 w;
 	uint64_t		 start;
 	int			 fds[2], sz = 4096;
+	char			 esc[LOG_ESCAPE_MAX + 1];
 
 	if (len < HDR_LEN)
 		return 0;
 	configure(data, &k);
 	p = data + HDR_LEN;
 	len -= HDR_LEN;
+	/* Logging is off while fuzzing; its escaper still sees the bytes. */
+	(void)log_escape(esc, sizeof esc, (const char *)p, len);
+	(void)log_escape(esc, 8, (const char *)p, len);
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	    fds) == -1)
