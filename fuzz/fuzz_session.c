@@ -298,18 +298,18 @@ struct knobs {
  *       bit 6 bare_lf_normalise; bit 7 greet pause (2ms)
  *   h1: bits 0-1 line_too_long, 2-3 errors, 4-5 junk and helo actions;
  *       bits 6-7 chunking
- *   h2: bit 0 tight limits; bit 1 error_delay 1ms (else 0; 0 with
- *       repeats); bit 2
- *       stall; bit 3 overload mode; bit 4 queue full after one message;
- *       bit 5 disk "full"; bit 6 pregreet action log (else reject);
- *       bit 7 guard checks off
+ *   h2: bit 0 tight limits; bit 1 error_delay 1ms (else 0; always 0
+ *       with 64 copies); bit 2 stall; bit 3 overload mode; bit 4 queue
+ *       full after one message; bit 5 disk "full"; bit 6 pregreet
+ *       action log (else reject); bit 7 guard checks off
  *   h3: bit 0 hang up without waiting for moat; bit 1 moat shuts down
  *       (smtp_session_shutdown_all) half-way through; bit 2 the client
  *       reads replies only when its write would block, over small socket
  *       buffers (moat's output backs up); bits 3-4 the stream is sent
  *       once (0, 1), twice (2) or 64 times up to REPEAT_MAX (3: long
- *       lines, big messages and floods from short inputs); bit 5 chunking by RFC 2920 groups instead; the
- *       byte seeds the chunk sizes
+ *       lines, big messages and floods from short inputs); bit 5
+ *       chunking by RFC 2920 groups instead; the byte seeds the chunk
+ *       sizes
  */
 static void
 configure(const uint8_t *h, struct knobs *k)
@@ -344,8 +344,8 @@ configure(const uint8_t *h, struct knobs *k)
 	cfg->errors_soft = tight ? 1 : 3;
 	cfg->errors_hard = tight ? 4 : 10;
 	cfg->junk_max = tight ? 5 : 50;
-	/* 1ms per tarpitted reply, never with repeats: 64 copies of a
-	 * stream that trips on every line would take seconds. */
+	/* 1ms per tarpitted reply, never with 64 copies: a stream that
+	 * trips on every line would take seconds. */
 	cfg->error_delay = (h[2] & 0x02) && (h[3] & 0x18) != 0x18 ? 1 : 0;
 	cfg->pass_remember = 0;		/* no state across inputs */
 	cfg->data_min_rate = 0;
