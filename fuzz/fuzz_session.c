@@ -85,6 +85,8 @@ int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 #define NDOMAINS	10
 #define RUN_LIMIT_MS	10000	/* a session that outlives this is stuck */
 #define SCAN_EVERY	128	/* runs between full queue/ checks */
+#define REPEAT_MAX	(80u << 10)	/* bytes sent at most with repeats */
+#define WRITES_MAX	256	/* then the rest goes in one piece */
 #define HEAP_GROWTH_MAX	(16u << 20)	/* per session: input and output
 					   are bounded at 64 KiB each */
 
@@ -102,12 +104,6 @@ static unsigned long		 runs;
 static bool			 verbose;	/* FUZZ_SESSION_VERBOSE set */
 static bool			 heapwatch;	/* FUZZ_SESSION_HEAP set */
 
-static void
-die(const char *what)
-{
-	fprintf(stderr, "fuzz_session: %s\n", what);
-	abort();
-}
 
 static uint64_t
 now_ms(void)
@@ -132,6 +128,14 @@ static void
 cleanup(void)
 {
 	(void)nftw(spooldir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+die(const char *what)
+{
+	fprintf(stderr, "fuzz_session: %s\n", what);
+	cleanup();
+	abort();
 }
 
 static void
@@ -294,17 +298,18 @@ struct knobs {
  *       bit 6 bare_lf_normalise; bit 7 greet pause (2ms)
  *   h1: bits 0-1 line_too_long, 2-3 errors, 4-5 junk and helo actions;
  *       bits 6-7 chunking
- *   h2: bit 0 tight limits; bit 1 error_delay 1ms (else 0); bit 2
- *       stall; bit 3 overload mode; bit 4 queue full after one message;
- *       bit 5 disk "full"; bit 6 pregreet action log (else reject);
- *       bit 7 guard checks off
+ *   h2: bit 0 tight limits; bit 1 error_delay 1ms (else 0; always 0
+ *       with 64 copies); bit 2 stall; bit 3 overload mode; bit 4 queue
+ *       full after one message; bit 5 disk "full"; bit 6 pregreet
+ *       action log (else reject); bit 7 guard checks off
  *   h3: bit 0 hang up without waiting for moat; bit 1 moat shuts down
  *       (smtp_session_shutdown_all) half-way through; bit 2 the client
  *       reads replies only when its write would block, over small socket
  *       buffers (moat's output backs up); bits 3-4 the stream is sent
- *       1, 2, 16 or 64 times (long lines, big messages and floods from
- *       short inputs); bit 5 chunking by RFC 2920 groups instead; the
- *       byte seeds the chunk sizes
+ *       once (0, 1), twice (2) or 64 times up to REPEAT_MAX (3: long
+ *       lines, big messages and floods from short inputs); bit 5
+ *       chunking by RFC 2920 groups instead; the byte seeds the chunk
+ *       sizes
  */
 static void
 configure(const uint8_t *h, struct knobs *k)
@@ -339,7 +344,9 @@ configure(const uint8_t *h, struct knobs *k)
 	cfg->errors_soft = tight ? 1 : 3;
 	cfg->errors_hard = tight ? 4 : 10;
 	cfg->junk_max = tight ? 5 : 50;
-	cfg->error_delay = (h[2] & 0x02) ? 1 : 0;
+	/* 1ms per tarpitted reply, never with 64 copies: a stream that
+	 * trips on every line would take seconds. */
+	cfg->error_delay = (h[2] & 0x02) && (h[3] & 0x18) != 0x18 ? 1 : 0;
 	cfg->pass_remember = 0;		/* no state across inputs */
 	cfg->data_min_rate = 0;
 	cfg->overload_sessions = (h[2] & 0x08) ? 1 : 0;
@@ -352,9 +359,9 @@ configure(const uint8_t *h, struct knobs *k)
 	cfg->byte_rate_per_ip = 0;
 	k->stall = (h[2] & 0x04) != 0;
 	if (k->stall) {
-		cfg->timeout_greeting = 15;
-		cfg->timeout_command = 10;
-		cfg->timeout_data = 10;
+		cfg->timeout_greeting = 4;
+		cfg->timeout_command = 3;
+		cfg->timeout_data = 3;
 		cfg->timeout_session = (h[2] & 0x01) ? 5 : 1000;
 	} else {
 		cfg->timeout_greeting = 60 * 1000;
@@ -372,7 +379,7 @@ configure(const uint8_t *h, struct knobs *k)
 	k->hangup = (h[3] & 0x01) != 0;
 	k->shutdown = (h[3] & 0x02) != 0;
 	k->noread = (h[3] & 0x04) != 0;
-	k->repeat = (const unsigned[]){ 1, 2, 16, 64 }[(h[3] >> 3) & 3];
+	k->repeat = (const unsigned[]){ 1, 1, 2, 64 }[(h[3] >> 3) & 3];
 	k->rng = 0x9e3779b9u ^ h[3];
 }
 
@@ -498,16 +505,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	struct knobs		 k;
 	enum reason		 why;
 	const uint8_t		*p;
-	size_t			 off, total, at, n;
+	size_t			 off, total, at, n, writes = 0;
 	ssize_t			 w;
 	uint64_t		 start;
 	int			 fds[2], sz = 4096;
+	char			 esc[LOG_ESCAPE_MAX + 1];
 
 	if (len < HDR_LEN)
 		return 0;
 	configure(data, &k);
 	p = data + HDR_LEN;
 	len -= HDR_LEN;
+	/* Logging is off while fuzzing; its escaper still sees the bytes. */
+	(void)log_escape(esc, sizeof esc, (const char *)p, len);
+	(void)log_escape(esc, 8, (const char *)p, len);
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	    fds) == -1)
@@ -530,9 +541,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	heap_start = heap_peak = __sanitizer_get_current_allocated_bytes();
 	start = now_ms();
 	off = 0;
+	/* Past the 64 KiB caps is enough; more only costs time. */
 	total = len * k.repeat;
+	if (k.repeat > 1 && total > REPEAT_MAX)
+		total = len > REPEAT_MAX ? len : REPEAT_MAX;
 	while (off < total && smtp_session_count() > 0) {
 		at = off % len;
+		/* Thousands of tiny writes cost time, not coverage. */
+		if (++writes > WRITES_MAX)
+			k.chunking = CHUNK_ALL;
 		n = chunk_len(&k, p + at, len - at);
 		w = write(fds[1], p + at, n);
 		if (w > 0)
@@ -582,8 +599,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	}
 	close(fds[1]);
 	if (heapwatch)
-		fprintf(stderr, "fuzz_session: heap grew by at most %zu bytes\n",
-		    heap_peak - heap_start);
+		fprintf(stderr, "fuzz_session: heap grew by at most %zu bytes, "
+		    "%llu ms, header %02x%02x%02x%02x\n", heap_peak - heap_start,
+		    (unsigned long long)(now_ms() - start), data[0], data[1],
+		    data[2], data[3]);
 	if (metrics.sessions_active != 0)
 		die("sessions_active not back to zero");
 

@@ -287,9 +287,10 @@ session_reply(struct session *s, enum reason reason, const char *fmt, ...)
 		n = sizeof line - 3;
 	if (reason != REASON_NONE) {
 		metrics.refused[reason]++;
-		log_info("session=%s ip=%s event=refuse reason=%s reply=\"%s\"",
-		    s->sid, s->ip, reason_name(reason),
-		    log_escape(esc, sizeof esc, line, (size_t)n));
+		if (log_enabled(LOG_LEVEL_INFO))
+			log_info("session=%s ip=%s event=refuse reason=%s "
+			    "reply=\"%s\"", s->sid, s->ip, reason_name(reason),
+			    log_escape(esc, sizeof esc, line, (size_t)n));
 	} else if (log_enabled(LOG_LEVEL_DEBUG))
 		log_debug("session=%s ip=%s event=reply reply=\"%s\"",
 		    s->sid, s->ip, log_escape(esc, sizeof esc, line,
@@ -910,8 +911,9 @@ session_command(struct session *s, char *line, size_t len, bool more)
 	char				 esc[LOG_ESCAPE_MAX + 1];
 
 	st = smtp_parse_command(line, len, &cmd);
-	log_debug("session=%s ip=%s event=command line=\"%s\"", s->sid, s->ip,
-	    log_escape(esc, sizeof esc, line, len));
+	if (log_enabled(LOG_LEVEL_DEBUG))
+		log_debug("session=%s ip=%s event=command line=\"%s\"",
+		    s->sid, s->ip, log_escape(esc, sizeof esc, line, len));
 	switch (st) {
 	case SMTP_PARSE_OK:
 		break;
