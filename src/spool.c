@@ -74,7 +74,7 @@
 #define SPOOL_RECORD_MAX	65536	/* any record but the body */
 #define SPOOL_WRITER_BUFSZ	65536
 #define SPOOL_NBUCKETS		256
-#define SPOOL_FREE_MAX		1024	/* recycled files kept in free/ */
+#define SPOOL_FREE_MAX		16384	/* recycled files kept in free/ */
 
 enum spool_rec {
 	SPOOL_REC_QID = 'Q',
