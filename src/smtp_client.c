@@ -31,6 +31,8 @@
  */
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <netdb.h>
@@ -879,12 +881,23 @@ sc_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_client	*c = arg;
 	int			 err = EVUTIL_SOCKET_ERROR();
-	int			 dnserr;
+	int			 dnserr, on = 1;
+	evutil_socket_t		 fd;
 
 	sc_hold(c);
 	if (c->dead)
 		goto out;
 	if (what & BEV_EVENT_CONNECTED) {
+		/*
+		 * No Nagle: the tail of a message longer than one segment
+		 * (64 KiB on loopback) would wait for the server's delayed
+		 * ACK, 40 ms a message.  Only a hint if it fails.
+		 */
+		fd = bufferevent_getfd(bev);
+		if (fd != -1 && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on,
+		    sizeof(on)) == -1)
+			log_debug("event=smtp_client_nodelay error=\"%s\"",
+			    strerror(errno));
 		c->state = SC_GREETING;
 		evtimer_del(c->timer);
 		sc_timer_arm(c, c->reply_timeout, "greeting");

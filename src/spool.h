@@ -63,7 +63,7 @@ struct spool_writer;
 
 /*
  * Opens (creating as needed) the spool directory, checks that it is
- * writable and empties tmp/.  Fails with a clear cause otherwise.
+ * writable and empties tmp/ and free/.  Fails with a clear cause otherwise.
  */
 struct spool	*spool_open(const char *dir, char **cause);
 void		 spool_close(struct spool *);
@@ -120,6 +120,11 @@ typedef void	(*spool_scan_cb)(void *arg, const struct spool_envelope *,
 		    bool held);
 int		 spool_scan(struct spool *, spool_scan_cb, void *arg);
 
+/*
+ * Removes a message from queue/ or hold/ (not durably: a lost removal is
+ * a duplicate).  Its file is kept, empty, in free/ for the next writer.
+ * Loop thread only.
+ */
 int		 spool_remove(struct spool *, const char *qid);
 int		 spool_hold(struct spool *, const char *qid);
 int		 spool_release(struct spool *, const char *qid);

@@ -1,7 +1,7 @@
 /*
- * spool_sync.h: group commit of queue files on a writer thread.
+ * spool_sync.h: group commit of queue files on writer threads.
  *
- * Sessions hand finished writers to spool_sync_commit().  The thread takes
+ * Sessions hand finished writers to spool_sync_commit().  A thread takes
  * every writer queued so far as one batch: starts write-back of all of
  * them, fsyncs each file, renames each into queue/, fsyncs each touched
  * directory once, then reports every result back on the event loop.  One

@@ -404,9 +404,13 @@ class Moat:
             self.logfh.close()
 
     def queue_files(self):
+        """Messages in moat's spool: queue/<bucket>/ and hold/, not
+        tmp/ (being written) nor free/ (empty recycled files)."""
         n = 0
-        for _root, _dirs, files in os.walk(os.path.join(self.d, "queue")):
-            n += len(files)
+        spool = os.path.join(self.d, "queue")
+        for sub in ("queue", "hold"):
+            for _root, _dirs, files in os.walk(os.path.join(spool, sub)):
+                n += len(files)
         return n
 
 

@@ -678,6 +678,62 @@ test_hold_release_remove(void **state)
 	assert_false(exists(path));
 }
 
+/*
+ * A removed message's file is recycled: it waits empty in free/ (same
+ * inode), the next writer takes it, and what it then holds is exactly
+ * the new message (a long old body must not survive past a short one).
+ */
+static void
+test_remove_recycles(void **state)
+{
+	struct fixture		*fx = *state;
+	struct spool_envelope	 env;
+	struct spool_message	 msg;
+	struct stat		 st;
+	char			 q1[QID_LEN + 1], q2[QID_LEN + 1];
+	char			 path[PATH_MAX], *cause = NULL;
+	static uint8_t		 big[100000];
+	ino_t			 ino;
+	bool			 held;
+
+	memset(big, 'a', sizeof(big));
+	big[sizeof(big) - 2] = '\r';
+	big[sizeof(big) - 1] = '\n';
+	make_env(&env, 1);
+	write_msg(fx->sp, &env, big, sizeof(big), 4096, q1);
+	queue_path(fx, q1, path, sizeof(path));
+	assert_int_equal(stat(path, &st), 0);
+	ino = st.st_ino;
+	assert_int_equal(spool_remove(fx->sp, q1), 0);
+	assert_false(exists(path));
+	snprintf(path, sizeof(path), "%s/free/%s", fx->dir, q1);
+	assert_int_equal(stat(path, &st), 0);
+	if (st.st_size != 0)
+		fail_msg("free file size got=%lld want=0",
+		    (long long)st.st_size);
+
+	write_msg(fx->sp, &env, "short\r\n", 7, 7, q2);
+	spool_envelope_clear(&env);
+	assert_false(exists(path));		/* taken from free/ */
+	queue_path(fx, q2, path, sizeof(path));
+	assert_int_equal(stat(path, &st), 0);
+	if (st.st_ino != ino)
+		fail_msg("inode got=%llu want=%llu (not recycled)",
+		    (unsigned long long)st.st_ino, (unsigned long long)ino);
+	assert_int_equal(spool_message_open(fx->sp, q2, &msg, &held), 0);
+	assert_int_equal(msg.env.body_len, 7);
+	spool_message_close(&msg);
+
+	/* spool_open empties free/. */
+	assert_int_equal(spool_remove(fx->sp, q2), 0);
+	spool_close(fx->sp);
+	fx->sp = spool_open(fx->dir, &cause);
+	if (fx->sp == NULL)
+		fail_msg("spool_open: %s", cause);
+	snprintf(path, sizeof(path), "%s/free/%s", fx->dir, q2);
+	assert_false(exists(path));
+}
+
 static void
 test_rewrite(void **state)
 {
@@ -814,6 +870,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_hold_release_remove,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remove_recycles, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_errors, setup,
 		    teardown),
