@@ -5,11 +5,13 @@ set -euo pipefail
 
 PKGS=(
 	build-essential pkg-config clang libclang-rt-14-dev
-	libevent-dev libssl-dev zlib1g-dev liblmdb-dev libhiredis-dev
+	libevent-dev libssl-dev zlib1g-dev
 	libcmocka-dev
 	python3-pytest python3-aiosmtpd swaks
-	postfix redis-server rbldnsd
+	postfix
 )
+# Later capabilities add theirs here (liblmdb-dev, libhiredis-dev,
+# redis-server, rbldnsd, clamav-daemon) when their code lands.
 
 missing=()
 for p in "${PKGS[@]}"; do
