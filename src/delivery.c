@@ -209,6 +209,7 @@ static void	dest_kick(struct dq_dest *);
 static void	conn_try(struct dq_conn *);
 static void	conn_send(struct dq_conn *);
 static void	entry_expire(struct delivery *, struct dq_entry *);
+static uint64_t	entry_defer(struct delivery *, struct dq_entry *, uint64_t);
 
 static uint64_t
 probe_interval(const struct config *cfg)
@@ -1011,9 +1012,9 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 	struct dsn_rcpt		*dr;
 	char			 dsnq[QID_LEN + 8], esc[LOG_ESCAPE_MAX + 1];
 	char			 diag[DQ_ERROR_MAX + 64];
-	bool			 held, removing = false;
+	bool			 held, removing = false, keep = false;
 	size_t			 i;
-	uint64_t		 age;
+	uint64_t		 age, delay;
 
 	snprintf(dsnq, sizeof(dsnq), "none");
 	if (e->last_error != NULL && e->last_error[0] != '\0')
@@ -1022,19 +1023,37 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 	else
 		snprintf(diag, sizeof(diag), "%s", DQ_EXPIRED);
 	if (spool_message_open(d->spool, e->qid, &msg, &held) == 0) {
-		if (dsn_allowed(&msg.env) && msg.env.nrcpts > 0 &&
-		    (dr = calloc(msg.env.nrcpts, sizeof(*dr))) != NULL) {
-			for (i = 0; i < msg.env.nrcpts; i++) {
-				dr[i].addr = msg.env.rcpts[i];
-				dr[i].status = "4.4.7";
-				dr[i].diagnostic = diag;
-				dr[i].remote_mta = NULL;
+		if (dsn_allowed(&msg.env) && msg.env.nrcpts > 0) {
+			if ((dr = calloc(msg.env.nrcpts, sizeof(*dr))) !=
+			    NULL) {
+				for (i = 0; i < msg.env.nrcpts; i++) {
+					dr[i].addr = msg.env.rcpts[i];
+					dr[i].status = "4.4.7";
+					dr[i].diagnostic = diag;
+					dr[i].remote_mta = NULL;
+				}
+				removing = dsn_queue(d, &msg, DSN_FAILED, dr,
+				    msg.env.nrcpts, e->qid, dsnq,
+				    sizeof(dsnq)) == 0;
+				free(dr);
 			}
-			removing = dsn_queue(d, &msg, DSN_FAILED, dr,
-			    msg.env.nrcpts, e->qid, dsnq, sizeof(dsnq)) == 0;
-			free(dr);
+			keep = !removing;
 		}
 		spool_message_close(&msg);
+	} else if (errno != ENOENT && errno != EBADMSG)
+		keep = true;	/* unreadable now (EMFILE...), not gone */
+	if (keep) {
+		/*
+		 * The bounce is owed but not durable: removing the file
+		 * now would lose both the message and the news of its
+		 * failure.  Keep it and try the expiry again later.
+		 */
+		delay = entry_defer(d, e, now_ms());
+		log_warnx("event=expire_deferred qid=%s why=\"bounce not "
+		    "queued\" next_retry=%.1fs", e->qid,
+		    (double)delay / 1000.0);
+		entry_wait(d, e);
+		return;
 	}
 	age = (now_ms() - e->created_us / 1000) / 1000;
 	log_info("event=expired qid=%s from=<%s> to=<%s> nrcpts=%zu "
@@ -1185,7 +1204,7 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	char		  rbuf[DQ_ERROR_MAX], esc[LOG_ESCAPE_MAX + 1];
 	char		 *st = NULL, dsnq[QID_LEN + 8];
 	double		  age;
-	bool		  removing = false;
+	bool		  removing = false, bounce_kept = false;
 
 	e->attempts++;
 	age = (double)(now * 1000 - (e->created_us < now * 1000 ?
@@ -1216,10 +1235,25 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 
 	/* The bounce first, so that its qid can be logged. */
 	snprintf(dsnq, sizeof(dsnq), "none");
-	if (nfail > 0 && dsn_allowed(&msg->env))
-		removing = dsn_queue(d, msg, DSN_FAILED, dr, nfail,
+	if (nfail > 0 && dsn_allowed(&msg->env)) {
+		if (dsn_queue(d, msg, DSN_FAILED, dr, nfail,
 		    nleft == 0 && !e->del_pending ? e->qid : NULL, dsnq,
-		    sizeof(dsnq)) == 0 && nleft == 0 && !e->del_pending;
+		    sizeof(dsnq)) == 0)
+			removing = nleft == 0 && !e->del_pending;
+		else if (!e->del_pending) {
+			/*
+			 * The bounce is not durable: forgetting the failed
+			 * recipients now would lose the news of their
+			 * failure.  They stay in the file, as deferred, and
+			 * the next attempt bounces them again.
+			 */
+			bounce_kept = true;
+			for (i = 0; i < n; i++)
+				if (out[i].code >= 500 && out[i].code < 600)
+					memcpy(left[nleft++],
+					    msg->env.rcpts[i], SPOOL_ADDR_MAX);
+		}
+	}
 	if (nleft > 0 && !e->del_pending)
 		delay = entry_defer(d, e, now);
 
@@ -1232,7 +1266,8 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 			    msg->env.rcpts[i], server, esc, age, e->attempts);
 			d->stats.delivered++;
 			e->dest->delivered++;
-		} else if (out[i].code >= 500 && out[i].code < 600) {
+		} else if (out[i].code >= 500 && out[i].code < 600 &&
+		    !bounce_kept) {
 			log_info("event=bounced qid=%s to=<%s> server=%s "
 			    "reply=\"%s\" attempts=%u dsn=%s", e->qid,
 			    msg->env.rcpts[i], server, esc, e->attempts,

@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
@@ -897,6 +898,115 @@ test_expire_behind_open_circuit(void **state)
 		    (unsigned long long)st.messages);
 }
 
+/*
+ * Makes the spool's tmp/ unusable (a file in its place; root ignores
+ * permissions), so that no new queue file, hence no DSN, can be written.
+ */
+static void
+break_tmp(struct fx *fx, bool broken)
+{
+	char	tmp[128], saved[128];
+	int	fd;
+
+	snprintf(tmp, sizeof(tmp), "%s/tmp", fx->dir);
+	snprintf(saved, sizeof(saved), "%s/tmp.saved", fx->dir);
+	if (broken) {
+		assert_int_equal(rename(tmp, saved), 0);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		assert_true(fd != -1);
+		close(fd);
+	} else {
+		assert_int_equal(unlink(tmp), 0);
+		assert_int_equal(rename(saved, tmp), 0);
+	}
+}
+
+static bool
+deferred_one(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.deferred >= 1;
+}
+
+static bool
+dsn_sent(struct fx *fx, void *arg)
+{
+	int	n;
+
+	(void)arg;
+	pthread_mutex_lock(&fx->srv.mu);
+	n = fx->srv.null_sender;
+	pthread_mutex_unlock(&fx->srv.mu);
+	return n >= 1 && queue_empty(fx, NULL);
+}
+
+/* A 5xx whose bounce cannot be queued keeps the message (no loss). */
+static void
+test_bounce_not_durable(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bad@example.test", NULL, qid);
+	break_tmp(fx, true);
+	if (!run_until(fx, deferred_one, NULL, 3000))
+		fail_msg("no deferral after a 5xx without a durable bounce");
+	run_until(fx, queue_empty, NULL, 50);
+	if (!file_exists(fx, qid))
+		fail_msg("queue file got=removed want=kept (bounce lost)");
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 1 || st.bounced != 0)
+		fail_msg("messages got=%llu want=1 bounced got=%llu want=0",
+		    (unsigned long long)st.messages,
+		    (unsigned long long)st.bounced);
+	/* Once the spool works again the bounce is sent and it goes. */
+	break_tmp(fx, false);
+	if (!run_until(fx, dsn_sent, NULL, 4000))
+		fail_msg("bounce not sent after the spool recovered");
+	assert_false(file_exists(fx, qid));
+}
+
+/* An expired message whose bounce cannot be queued is kept too. */
+static void
+test_expire_bounce_not_durable(void **state)
+{
+	struct fx		*fx = *state;
+	enum delivery_circuit	 open = DELIVERY_CIRCUIT_OPEN;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	set_server(fx, 0, dead_port());
+	fx->cfg->circuit_failures = 1;
+	fx->cfg->circuit_probe = 60000;
+	fx->cfg->queue_lifetime = 1000;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid);
+	break_tmp(fx, true);
+	if (!run_until(fx, circuit_is, &open, 2000))
+		fail_msg("circuit did not open");
+	run_until(fx, expired_one, NULL, 2500);
+	if (!file_exists(fx, qid))
+		fail_msg("queue file got=removed want=kept (bounce lost)");
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 1 || st.expired != 0)
+		fail_msg("messages got=%llu want=1 expired got=%llu want=0",
+		    (unsigned long long)st.messages,
+		    (unsigned long long)st.expired);
+	break_tmp(fx, false);
+	if (!run_until(fx, expired_one, NULL, 4000))
+		fail_msg("did not expire after the spool recovered");
+	run_until(fx, one_message, NULL, 500);
+	assert_false(file_exists(fx, qid));
+}
+
 static bool
 two_messages(struct fx *fx, void *arg)
 {
@@ -1026,6 +1136,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_expire_behind_open_circuit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bounce_not_durable, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_expire_bounce_not_durable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delay_warning, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_load_oldest_first, setup,
