@@ -1611,6 +1611,27 @@ conn_done(void *arg, struct smtp_client *client,
 	dest_kick(ds);
 }
 
+/*
+ * A probe that ends without a word from the server (its message could not
+ * be read or handed to the client) proves nothing either way.  Left
+ * half-open the destination would stall for good: dest_run sends only
+ * when the circuit is closed and probes only when it is open.  Back to
+ * open, and probe again at once with the next message.
+ */
+static void
+conn_probe_void(struct dq_conn *c)
+{
+	struct dq_dest	*ds = c->dest;
+
+	if (!c->probe)
+		return;
+	c->probe = false;
+	if (ds->circuit == DELIVERY_CIRCUIT_HALF_OPEN) {
+		ds->circuit = DELIVERY_CIRCUIT_OPEN;
+		ds->next_probe = now_ms();
+	}
+}
+
 /* Starts the transaction for c->entry on a ready connection. */
 static void
 conn_send(struct dq_conn *c)
@@ -1627,6 +1648,7 @@ conn_send(struct dq_conn *c)
 		    "file\"", e->qid);
 		c->entry = NULL;
 		entry_free(d, e);
+		conn_probe_void(c);
 		c->state = DQ_CONN_IDLE;
 		c->idle_since = now_ms();
 		dest_kick(ds);
@@ -1636,6 +1658,7 @@ conn_send(struct dq_conn *c)
 	if (smtp_client_send(c->client, &c->msg, conn_done, c) == -1) {
 		conn_close_msg(c);
 		c->entry = NULL;
+		conn_probe_void(c);
 		entry_ready(d, e);
 		conn_free(c, false);
 		dest_kick(ds);

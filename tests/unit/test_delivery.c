@@ -38,6 +38,7 @@
 #include "config.h"
 #include "delivery.h"
 #include "log.h"
+#include "qid.h"
 #include "spool.h"
 #include "spool_sync.h"
 
@@ -1007,6 +1008,42 @@ test_expire_bounce_not_durable(void **state)
 	assert_false(file_exists(fx, qid));
 }
 
+/*
+ * The probe's message vanished from the spool: the probe says nothing
+ * about the server, so another message probes; the circuit must not
+ * stay half-open forever.
+ */
+static void
+test_probe_message_gone(void **state)
+{
+	struct fx		*fx = *state;
+	enum delivery_circuit	 open = DELIVERY_CIRCUIT_OPEN;
+	enum delivery_circuit	 closed = DELIVERY_CIRCUIT_CLOSED;
+	char			 qid[2][QID_LEN + 1], path[256], b[3];
+	int			 port = dead_port(), want = 1;
+
+	set_server(fx, 0, port);
+	fx->cfg->circuit_failures = 1;
+	fx->cfg->circuit_probe = 300;
+	fx->cfg->delivery_concurrency = 1;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "u0@example.test", NULL, qid[0]);
+	fx_queue(fx, "alice@example.org", "u1@example.test", NULL, qid[1]);
+	if (!run_until(fx, circuit_is, &open, 2000))
+		fail_msg("circuit did not open");
+	/* The oldest (the next probe) disappears behind moat's back. */
+	qid_bucket(qid[0], b);
+	snprintf(path, sizeof(path), "%s/queue/%s/%s", fx->dir, b, qid[0]);
+	assert_int_equal(unlink(path), 0);
+	srv_start(&fx->srv, port);
+	fx->srv_running = true;
+	if (!run_until(fx, circuit_is, &closed, 3000))
+		fail_msg("circuit got=stuck want=closed after a void probe");
+	if (!run_until(fx, srv_has, &want, 3000))
+		fail_msg("server messages got=%d want=1", srv_messages(fx));
+	assert_false(file_exists(fx, qid[1]));
+}
+
 static bool
 two_messages(struct fx *fx, void *arg)
 {
@@ -1140,6 +1177,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_expire_bounce_not_durable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_probe_message_gone, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_delay_warning, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_load_oldest_first, setup,
