@@ -1640,14 +1640,29 @@ conn_send(struct dq_conn *c)
 	struct delivery	*d = ds->d;
 	struct dq_entry	*e = c->entry;
 	bool		 held;
+	int		 saved;
 
 	c->state = DQ_CONN_BUSY;
 	if (spool_message_open(d->spool, e->qid, &c->msg, &held) == -1) {
-		/* Gone or quarantined (logged by spool): forget it. */
-		log_warnx("event=dropped qid=%s why=\"cannot open queue "
-		    "file\"", e->qid);
+		saved = errno;
 		c->entry = NULL;
-		entry_free(d, e);
+		if (saved == ENOENT || saved == EBADMSG || saved == EINVAL) {
+			/* Gone or quarantined (logged by spool): forget it. */
+			log_warnx("event=dropped qid=%s why=\"cannot open "
+			    "queue file\"", e->qid);
+			entry_free(d, e);
+		} else {
+			/*
+			 * Still on disk but unreadable now (EMFILE, EIO):
+			 * forgetting it would strand it until a restart.
+			 */
+			e->next_attempt = now_ms() + (d->cfg->retry_min <
+			    DQ_MIN_RETRY_MS ? DQ_MIN_RETRY_MS :
+			    d->cfg->retry_min);
+			log_warnx("event=open_error qid=%s error=\"%s\"",
+			    e->qid, strerror(saved));
+			entry_wait(d, e);
+		}
 		conn_probe_void(c);
 		c->state = DQ_CONN_IDLE;
 		c->idle_since = now_ms();

@@ -10,6 +10,7 @@
  *   else    -> 250
  * Each test works in its own mkdtemp spool.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -1044,6 +1045,47 @@ test_probe_message_gone(void **state)
 	assert_false(file_exists(fx, qid[1]));
 }
 
+/*
+ * A queue file that cannot be opened for a while (EMFILE, not a missing
+ * or corrupt file) is tried again, not forgotten until a restart.
+ */
+static void
+test_open_error_retried(void **state)
+{
+	struct fx		*fx = *state;
+	struct rlimit		 rl, low;
+	char			 qid[2][QID_LEN + 1];
+	int			 want = 1, fd;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->retry_min = 200;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid[0]);
+	if (!run_until(fx, srv_has, &want, 3000) ||
+	    !run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("first message not delivered");
+	/* The second goes over the idle connection, with no fd left. */
+	fx_queue(fx, "alice@example.org", "carol@example.test", NULL, qid[1]);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	fd = dup(0);
+	assert_true(fd != -1);
+	close(fd);
+	low = rl;
+	low.rlim_cur = (rlim_t)fd;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	run_until(fx, queue_empty, NULL, 100);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	want = 2;
+	if (!run_until(fx, srv_has, &want, 3000))
+		fail_msg("server messages got=%d want=2 (entry forgotten)",
+		    srv_messages(fx));
+	if (!run_until(fx, queue_empty, NULL, 2000))
+		fail_msg("queue not empty");
+	assert_false(file_exists(fx, qid[1]));
+}
+
 static bool
 two_messages(struct fx *fx, void *arg)
 {
@@ -1178,6 +1220,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_expire_bounce_not_durable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_message_gone, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_open_error_retried, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_delay_warning, setup,
 		    teardown),
