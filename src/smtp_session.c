@@ -1012,6 +1012,15 @@ cmd_helo(struct session *s, struct smtp_command *cmd)
 		return;
 	txn_reset(s);
 	(void)util_strlcpy(s->helo, cmd->arg, sizeof s->helo);
+	/*
+	 * guard.helo may only observe, so the name can be anything the
+	 * parser lets through; it is written into the Received header.  A
+	 * control byte there (a bare CR when bare_lf_normalise skips the
+	 * command check) would forge a header line on the inner hop.
+	 */
+	for (char *p = s->helo; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	s->state = SMTP_STATE_MAIL;
 	if (cmd->cmd == SMTP_CMD_HELO) {
 		s->esmtp = false;
