@@ -1358,6 +1358,14 @@ session_data_end(struct session *s)
 		t->pending++;
 		spool_sync_commit(srv->sync, g->writer, commit_cb,
 		    (uint64_t)(uintptr_t)cm);
+		/*
+		 * Without memory to queue it the commit fails at once and
+		 * commit_cb, seeing nothing else pending, has already
+		 * answered 451 and reset the transaction: stop here, or
+		 * the client would get a second reply.
+		 */
+		if (s->state != SMTP_STATE_COMMIT)
+			return;
 		g->writer = NULL;
 	}
 	if (t->pending == 0) {
