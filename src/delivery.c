@@ -172,11 +172,20 @@ struct dq_dest {
 };
 TAILQ_HEAD(dq_dests, dq_dest);
 
-/* A DSN handed to spool_sync, waiting for its commit. */
+/*
+ * A DSN handed to spool_sync, waiting for its commit.  What the bounce
+ * replaces -- the original's file (remove), or its bounced recipients
+ * (rewrite: the original keeps only rw_rcpts) -- goes only once the DSN
+ * is durable.
+ */
 struct dq_pending {
 	struct delivery		*d;	/* NULL after delivery_free */
 	struct spool_envelope	 env;
 	char			 remove[QID_LEN + 1];	/* or "" */
+	char			 rw_qid[QID_LEN + 1];	/* or "" */
+	char			(*rw_rcpts)[SPOOL_ADDR_MAX];
+	size_t			 rw_n;
+	uint32_t		 rw_flags;
 	TAILQ_ENTRY(dq_pending)	 link;
 };
 TAILQ_HEAD(dq_pendings, dq_pending);
@@ -827,6 +836,27 @@ entry_wants_warning(const struct delivery *d, const struct dq_entry *e,
 
 /* ----------------------------------------------------------------- DSNs */
 
+/*
+ * The bounce for some recipients is durable: drop them from the
+ * original.  Gone meanwhile (delivered, deleted) is fine; should the
+ * rewrite fail they stay, are tried again and bounce again (a duplicate
+ * bounce, never a lost one).
+ */
+static void
+dsn_rewrite(struct delivery *d, struct dq_pending *p)
+{
+	struct dq_entry	*e = hash_find(d, p->rw_qid);
+
+	if (spool_rewrite(d->spool, p->rw_qid, p->rw_rcpts, p->rw_n,
+	    e != NULL ? e->flags : p->rw_flags) == -1) {
+		if (errno != ENOENT)
+			log_warnx("event=rewrite_error qid=%s", p->rw_qid);
+		return;
+	}
+	if (e != NULL)
+		entry_update_rcpts(e, p->rw_rcpts, p->rw_n);
+}
+
 static void
 dsn_committed(uint64_t cookie, int error, const char *qid)
 {
@@ -850,10 +880,13 @@ dsn_committed(uint64_t cookie, int error, const char *qid)
 			    spool_remove(d->spool, p->remove) == -1)
 				log_warnx("event=remove_error qid=%s",
 				    p->remove);
+			if (p->rw_qid[0] != '\0')
+				dsn_rewrite(d, p);
 			delivery_enqueue(d, &p->env);
 		}
 	}
 	spool_envelope_clear(&p->env);
+	free(p->rw_rcpts);
 	free(p);
 }
 
@@ -864,12 +897,15 @@ dsn_committed(uint64_t cookie, int error, const char *qid)
  *
  * With remove set, the original's file is removed only once the DSN
  * is durable, so that a crash in between bounces again instead of
- * losing the bounce (the caller removes it itself when -1).
+ * losing the bounce (the caller removes it itself when -1).  With rw
+ * set (allocated; taken over on success only), the original is
+ * rewritten to list only those nrw recipients once the DSN is durable.
  */
 static int
 dsn_queue(struct delivery *d, const struct spool_message *msg,
     enum dsn_action action, const struct dsn_rcpt *rcpts, size_t n,
-    const char *remove, char *qidbuf, size_t qidlen)
+    const char *remove, char (*rw)[SPOOL_ADDR_MAX], size_t nrw,
+    char *qidbuf, size_t qidlen)
 {
 	struct spool_writer	*w;
 	struct dq_pending	*p;
@@ -934,6 +970,12 @@ dsn_queue(struct delivery *d, const struct spool_message *msg,
 	}
 	free(out);
 	snprintf(qidbuf, qidlen, "%s", p->env.qid);
+	if (rw != NULL) {
+		snprintf(p->rw_qid, sizeof(p->rw_qid), "%s", msg->env.qid);
+		p->rw_rcpts = rw;
+		p->rw_n = nrw;
+		p->rw_flags = msg->env.flags;
+	}
 	TAILQ_INSERT_TAIL(&d->pendings, p, link);
 	spool_sync_commit(d->sync, w, dsn_committed, (uint64_t)(uintptr_t)p);
 	return 0;
@@ -984,8 +1026,8 @@ entry_warn(struct delivery *d, struct dq_entry *e, struct spool_message *msg)
 		dr[i].diagnostic = e->last_error;
 		dr[i].remote_mta = NULL;
 	}
-	if (dsn_queue(d, msg, DSN_DELAYED, dr, msg->env.nrcpts, NULL, dsnq,
-	    sizeof(dsnq)) == 0) {
+	if (dsn_queue(d, msg, DSN_DELAYED, dr, msg->env.nrcpts, NULL, NULL, 0,
+	    dsnq, sizeof(dsnq)) == 0) {
 		if (spool_rewrite(d->spool, e->qid, msg->env.rcpts,
 		    msg->env.nrcpts, e->flags | SPOOL_F_WARNED) == -1)
 			log_warnx("event=rewrite_error qid=%s", e->qid);
@@ -1033,7 +1075,7 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 					dr[i].remote_mta = NULL;
 				}
 				removing = dsn_queue(d, &msg, DSN_FAILED, dr,
-				    msg.env.nrcpts, e->qid, dsnq,
+				    msg.env.nrcpts, e->qid, NULL, 0, dsnq,
 				    sizeof(dsnq)) == 0;
 				free(dr);
 			}
@@ -1205,6 +1247,7 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	char		 *st = NULL, dsnq[QID_LEN + 8];
 	double		  age;
 	bool		  removing = false, bounce_kept = false;
+	char		(*rw)[SPOOL_ADDR_MAX] = NULL;
 
 	e->attempts++;
 	age = (double)(now * 1000 - (e->created_us < now * 1000 ?
@@ -1236,11 +1279,23 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	/* The bounce first, so that its qid can be logged. */
 	snprintf(dsnq, sizeof(dsnq), "none");
 	if (nfail > 0 && dsn_allowed(&msg->env)) {
+		/* Some recipients wait on: the bounced ones leave the file
+		 * only once their DSN is durable (dsn_rewrite). */
+		if (nleft > 0 && !e->del_pending) {
+			if ((rw = calloc(nleft, sizeof(*rw))) == NULL)
+				fatal("calloc");
+			memcpy(rw, left, nleft * sizeof(*left));
+		}
 		if (dsn_queue(d, msg, DSN_FAILED, dr, nfail,
-		    nleft == 0 && !e->del_pending ? e->qid : NULL, dsnq,
-		    sizeof(dsnq)) == 0)
+		    nleft == 0 && !e->del_pending ? e->qid : NULL, rw, nleft,
+		    dsnq, sizeof(dsnq)) == 0) {
 			removing = nleft == 0 && !e->del_pending;
-		else if (!e->del_pending) {
+			for (i = 0; rw != NULL && i < n; i++)
+				if (out[i].code >= 500 && out[i].code < 600)
+					memcpy(left[nleft++],
+					    msg->env.rcpts[i], SPOOL_ADDR_MAX);
+		} else if (!e->del_pending) {
+			free(rw);
 			/*
 			 * The bounce is not durable: forgetting the failed
 			 * recipients now would lose the news of their

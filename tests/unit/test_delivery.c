@@ -1086,6 +1086,103 @@ test_open_error_retried(void **state)
 	assert_false(file_exists(fx, qid[1]));
 }
 
+/* Puts a file in place of every queue bucket but keep's (or back). */
+static void
+break_buckets(struct fx *fx, const char *keep, bool broken)
+{
+	char	path[256], aside[256], b[3], kb[3];
+	int	i, fd;
+
+	qid_bucket(keep, kb);
+	for (i = 0; i < 256; i++) {	/* spool.c SPOOL_NBUCKETS */
+		snprintf(b, sizeof(b), "%02x", (unsigned)i);
+		if (strcmp(b, kb) == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/queue/%s", fx->dir, b);
+		snprintf(aside, sizeof(aside), "%s/queue/%s.aside", fx->dir,
+		    b);
+		if (broken) {
+			assert_int_equal(rename(path, aside), 0);
+			fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+			assert_true(fd != -1);
+			close(fd);
+		} else {
+			assert_int_equal(unlink(path), 0);
+			assert_int_equal(rename(aside, path), 0);
+		}
+	}
+}
+
+static bool
+rcpt_in_file(struct fx *fx, const char *qid, const char *rcpt)
+{
+	struct spool_message	msg;
+	bool			held, found = false;
+
+	if (spool_message_open(fx->sp, qid, &msg, &held) == -1)
+		return false;
+	for (size_t i = 0; i < msg.env.nrcpts; i++)
+		if (strcmp(msg.env.rcpts[i], rcpt) == 0)
+			found = true;
+	spool_message_close(&msg);
+	return found;
+}
+
+static bool
+bad_gone(struct fx *fx, void *arg)
+{
+	return !rcpt_in_file(fx, arg, "bad@example.test") &&
+	    rcpt_in_file(fx, arg, "tmp2@example.test");
+}
+
+/*
+ * A partial delivery with one recipient bounced and one deferred: the
+ * bounced one leaves the original only once its DSN is durable.  Here
+ * the DSN's commit fails (its bucket is unusable): the recipient must
+ * still be in the file, to bounce again later.
+ */
+static void
+test_partial_bounce_waits_for_dsn(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->retry_min = 5000;	/* no retry during the first part */
+	fx->cfg->retry_max = 5000;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "tmp1@example.test",
+	    "bad@example.test", qid);
+	break_buckets(fx, qid, true);
+	if (!run_until(fx, deferred_one, NULL, 3000))
+		fail_msg("no deferral for tmp1");
+	run_until(fx, queue_empty, NULL, 300);	/* the DSN commit fails */
+	delivery_get_stats(fx->d, &st);
+	pthread_mutex_lock(&fx->srv.mu);
+	if (fx->srv.null_sender == 0 && st.messages == 1 &&
+	    !rcpt_in_file(fx, qid, "bad@example.test"))
+		fail_msg("bad@ got=dropped want=kept: its bounce never "
+		    "became durable");
+	pthread_mutex_unlock(&fx->srv.mu);
+	if (!rcpt_in_file(fx, qid, "tmp1@example.test"))
+		fail_msg("tmp1@ got=dropped want=kept (deferred)");
+	break_buckets(fx, qid, false);
+
+	/* With a durable DSN the bounced recipient does leave the file. */
+	pthread_mutex_lock(&fx->srv.mu);
+	fx->srv.tmp_seen = 0;		/* tmp2 gets its 451 too */
+	pthread_mutex_unlock(&fx->srv.mu);
+	fx_queue(fx, "alice@example.org", "tmp2@example.test",
+	    "bad@example.test", qid);
+	if (!run_until(fx, bad_gone, qid, 3000))
+		fail_msg("bad@ got=kept want=dropped after a durable DSN");
+	if (!rcpt_in_file(fx, qid, "tmp2@example.test"))
+		fail_msg("tmp2@ got=dropped want=kept (deferred)");
+}
+
 static bool
 two_messages(struct fx *fx, void *arg)
 {
@@ -1223,6 +1320,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_open_error_retried, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_partial_bounce_waits_for_dsn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delay_warning, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_load_oldest_first, setup,
