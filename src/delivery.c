@@ -172,11 +172,20 @@ struct dq_dest {
 };
 TAILQ_HEAD(dq_dests, dq_dest);
 
-/* A DSN handed to spool_sync, waiting for its commit. */
+/*
+ * A DSN handed to spool_sync, waiting for its commit.  What the bounce
+ * replaces -- the original's file (remove), or its bounced recipients
+ * (rewrite: the original keeps only rw_rcpts) -- goes only once the DSN
+ * is durable.
+ */
 struct dq_pending {
 	struct delivery		*d;	/* NULL after delivery_free */
 	struct spool_envelope	 env;
 	char			 remove[QID_LEN + 1];	/* or "" */
+	char			 rw_qid[QID_LEN + 1];	/* or "" */
+	char			(*rw_rcpts)[SPOOL_ADDR_MAX];
+	size_t			 rw_n;
+	uint32_t		 rw_flags;
 	TAILQ_ENTRY(dq_pending)	 link;
 };
 TAILQ_HEAD(dq_pendings, dq_pending);
@@ -209,6 +218,7 @@ static void	dest_kick(struct dq_dest *);
 static void	conn_try(struct dq_conn *);
 static void	conn_send(struct dq_conn *);
 static void	entry_expire(struct delivery *, struct dq_entry *);
+static uint64_t	entry_defer(struct delivery *, struct dq_entry *, uint64_t);
 
 static uint64_t
 probe_interval(const struct config *cfg)
@@ -826,6 +836,27 @@ entry_wants_warning(const struct delivery *d, const struct dq_entry *e,
 
 /* ----------------------------------------------------------------- DSNs */
 
+/*
+ * The bounce for some recipients is durable: drop them from the
+ * original.  Gone meanwhile (delivered, deleted) is fine; should the
+ * rewrite fail they stay, are tried again and bounce again (a duplicate
+ * bounce, never a lost one).
+ */
+static void
+dsn_rewrite(struct delivery *d, struct dq_pending *p)
+{
+	struct dq_entry	*e = hash_find(d, p->rw_qid);
+
+	if (spool_rewrite(d->spool, p->rw_qid, p->rw_rcpts, p->rw_n,
+	    e != NULL ? e->flags : p->rw_flags) == -1) {
+		if (errno != ENOENT)
+			log_warnx("event=rewrite_error qid=%s", p->rw_qid);
+		return;
+	}
+	if (e != NULL)
+		entry_update_rcpts(e, p->rw_rcpts, p->rw_n);
+}
+
 static void
 dsn_committed(uint64_t cookie, int error, const char *qid)
 {
@@ -849,10 +880,13 @@ dsn_committed(uint64_t cookie, int error, const char *qid)
 			    spool_remove(d->spool, p->remove) == -1)
 				log_warnx("event=remove_error qid=%s",
 				    p->remove);
+			if (p->rw_qid[0] != '\0')
+				dsn_rewrite(d, p);
 			delivery_enqueue(d, &p->env);
 		}
 	}
 	spool_envelope_clear(&p->env);
+	free(p->rw_rcpts);
 	free(p);
 }
 
@@ -863,12 +897,15 @@ dsn_committed(uint64_t cookie, int error, const char *qid)
  *
  * With remove set, the original's file is removed only once the DSN
  * is durable, so that a crash in between bounces again instead of
- * losing the bounce (the caller removes it itself when -1).
+ * losing the bounce (the caller removes it itself when -1).  With rw
+ * set (allocated; taken over on success only), the original is
+ * rewritten to list only those nrw recipients once the DSN is durable.
  */
 static int
 dsn_queue(struct delivery *d, const struct spool_message *msg,
     enum dsn_action action, const struct dsn_rcpt *rcpts, size_t n,
-    const char *remove, char *qidbuf, size_t qidlen)
+    const char *remove, char (*rw)[SPOOL_ADDR_MAX], size_t nrw,
+    char *qidbuf, size_t qidlen)
 {
 	struct spool_writer	*w;
 	struct dq_pending	*p;
@@ -933,6 +970,12 @@ dsn_queue(struct delivery *d, const struct spool_message *msg,
 	}
 	free(out);
 	snprintf(qidbuf, qidlen, "%s", p->env.qid);
+	if (rw != NULL) {
+		snprintf(p->rw_qid, sizeof(p->rw_qid), "%s", msg->env.qid);
+		p->rw_rcpts = rw;
+		p->rw_n = nrw;
+		p->rw_flags = msg->env.flags;
+	}
 	TAILQ_INSERT_TAIL(&d->pendings, p, link);
 	spool_sync_commit(d->sync, w, dsn_committed, (uint64_t)(uintptr_t)p);
 	return 0;
@@ -983,8 +1026,8 @@ entry_warn(struct delivery *d, struct dq_entry *e, struct spool_message *msg)
 		dr[i].diagnostic = e->last_error;
 		dr[i].remote_mta = NULL;
 	}
-	if (dsn_queue(d, msg, DSN_DELAYED, dr, msg->env.nrcpts, NULL, dsnq,
-	    sizeof(dsnq)) == 0) {
+	if (dsn_queue(d, msg, DSN_DELAYED, dr, msg->env.nrcpts, NULL, NULL, 0,
+	    dsnq, sizeof(dsnq)) == 0) {
 		if (spool_rewrite(d->spool, e->qid, msg->env.rcpts,
 		    msg->env.nrcpts, e->flags | SPOOL_F_WARNED) == -1)
 			log_warnx("event=rewrite_error qid=%s", e->qid);
@@ -1011,9 +1054,9 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 	struct dsn_rcpt		*dr;
 	char			 dsnq[QID_LEN + 8], esc[LOG_ESCAPE_MAX + 1];
 	char			 diag[DQ_ERROR_MAX + 64];
-	bool			 held, removing = false;
+	bool			 held, removing = false, keep = false;
 	size_t			 i;
-	uint64_t		 age;
+	uint64_t		 age, delay;
 
 	snprintf(dsnq, sizeof(dsnq), "none");
 	if (e->last_error != NULL && e->last_error[0] != '\0')
@@ -1022,19 +1065,37 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 	else
 		snprintf(diag, sizeof(diag), "%s", DQ_EXPIRED);
 	if (spool_message_open(d->spool, e->qid, &msg, &held) == 0) {
-		if (dsn_allowed(&msg.env) && msg.env.nrcpts > 0 &&
-		    (dr = calloc(msg.env.nrcpts, sizeof(*dr))) != NULL) {
-			for (i = 0; i < msg.env.nrcpts; i++) {
-				dr[i].addr = msg.env.rcpts[i];
-				dr[i].status = "4.4.7";
-				dr[i].diagnostic = diag;
-				dr[i].remote_mta = NULL;
+		if (dsn_allowed(&msg.env) && msg.env.nrcpts > 0) {
+			if ((dr = calloc(msg.env.nrcpts, sizeof(*dr))) !=
+			    NULL) {
+				for (i = 0; i < msg.env.nrcpts; i++) {
+					dr[i].addr = msg.env.rcpts[i];
+					dr[i].status = "4.4.7";
+					dr[i].diagnostic = diag;
+					dr[i].remote_mta = NULL;
+				}
+				removing = dsn_queue(d, &msg, DSN_FAILED, dr,
+				    msg.env.nrcpts, e->qid, NULL, 0, dsnq,
+				    sizeof(dsnq)) == 0;
+				free(dr);
 			}
-			removing = dsn_queue(d, &msg, DSN_FAILED, dr,
-			    msg.env.nrcpts, e->qid, dsnq, sizeof(dsnq)) == 0;
-			free(dr);
+			keep = !removing;
 		}
 		spool_message_close(&msg);
+	} else if (errno != ENOENT && errno != EBADMSG)
+		keep = true;	/* unreadable now (EMFILE...), not gone */
+	if (keep) {
+		/*
+		 * The bounce is owed but not durable: removing the file
+		 * now would lose both the message and the news of its
+		 * failure.  Keep it and try the expiry again later.
+		 */
+		delay = entry_defer(d, e, now_ms());
+		log_warnx("event=expire_deferred qid=%s why=\"bounce not "
+		    "queued\" next_retry=%.1fs", e->qid,
+		    (double)delay / 1000.0);
+		entry_wait(d, e);
+		return;
 	}
 	age = (now_ms() - e->created_us / 1000) / 1000;
 	log_info("event=expired qid=%s from=<%s> to=<%s> nrcpts=%zu "
@@ -1185,7 +1246,8 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 	char		  rbuf[DQ_ERROR_MAX], esc[LOG_ESCAPE_MAX + 1];
 	char		 *st = NULL, dsnq[QID_LEN + 8];
 	double		  age;
-	bool		  removing = false;
+	bool		  removing = false, bounce_kept = false;
+	char		(*rw)[SPOOL_ADDR_MAX] = NULL;
 
 	e->attempts++;
 	age = (double)(now * 1000 - (e->created_us < now * 1000 ?
@@ -1216,10 +1278,37 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 
 	/* The bounce first, so that its qid can be logged. */
 	snprintf(dsnq, sizeof(dsnq), "none");
-	if (nfail > 0 && dsn_allowed(&msg->env))
-		removing = dsn_queue(d, msg, DSN_FAILED, dr, nfail,
-		    nleft == 0 && !e->del_pending ? e->qid : NULL, dsnq,
-		    sizeof(dsnq)) == 0 && nleft == 0 && !e->del_pending;
+	if (nfail > 0 && dsn_allowed(&msg->env)) {
+		/* Some recipients wait on: the bounced ones leave the file
+		 * only once their DSN is durable (dsn_rewrite). */
+		if (nleft > 0 && !e->del_pending) {
+			if ((rw = calloc(nleft, sizeof(*rw))) == NULL)
+				fatal("calloc");
+			memcpy(rw, left, nleft * sizeof(*left));
+		}
+		if (dsn_queue(d, msg, DSN_FAILED, dr, nfail,
+		    nleft == 0 && !e->del_pending ? e->qid : NULL, rw, nleft,
+		    dsnq, sizeof(dsnq)) == 0) {
+			removing = nleft == 0 && !e->del_pending;
+			for (i = 0; rw != NULL && i < n; i++)
+				if (out[i].code >= 500 && out[i].code < 600)
+					memcpy(left[nleft++],
+					    msg->env.rcpts[i], SPOOL_ADDR_MAX);
+		} else if (!e->del_pending) {
+			free(rw);
+			/*
+			 * The bounce is not durable: forgetting the failed
+			 * recipients now would lose the news of their
+			 * failure.  They stay in the file, as deferred, and
+			 * the next attempt bounces them again.
+			 */
+			bounce_kept = true;
+			for (i = 0; i < n; i++)
+				if (out[i].code >= 500 && out[i].code < 600)
+					memcpy(left[nleft++],
+					    msg->env.rcpts[i], SPOOL_ADDR_MAX);
+		}
+	}
 	if (nleft > 0 && !e->del_pending)
 		delay = entry_defer(d, e, now);
 
@@ -1232,7 +1321,8 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 			    msg->env.rcpts[i], server, esc, age, e->attempts);
 			d->stats.delivered++;
 			e->dest->delivered++;
-		} else if (out[i].code >= 500 && out[i].code < 600) {
+		} else if (out[i].code >= 500 && out[i].code < 600 &&
+		    !bounce_kept) {
 			log_info("event=bounced qid=%s to=<%s> server=%s "
 			    "reply=\"%s\" attempts=%u dsn=%s", e->qid,
 			    msg->env.rcpts[i], server, esc, e->attempts,
@@ -1576,6 +1666,27 @@ conn_done(void *arg, struct smtp_client *client,
 	dest_kick(ds);
 }
 
+/*
+ * A probe that ends without a word from the server (its message could not
+ * be read or handed to the client) proves nothing either way.  Left
+ * half-open the destination would stall for good: dest_run sends only
+ * when the circuit is closed and probes only when it is open.  Back to
+ * open, and probe again at once with the next message.
+ */
+static void
+conn_probe_void(struct dq_conn *c)
+{
+	struct dq_dest	*ds = c->dest;
+
+	if (!c->probe)
+		return;
+	c->probe = false;
+	if (ds->circuit == DELIVERY_CIRCUIT_HALF_OPEN) {
+		ds->circuit = DELIVERY_CIRCUIT_OPEN;
+		ds->next_probe = now_ms();
+	}
+}
+
 /* Starts the transaction for c->entry on a ready connection. */
 static void
 conn_send(struct dq_conn *c)
@@ -1584,14 +1695,30 @@ conn_send(struct dq_conn *c)
 	struct delivery	*d = ds->d;
 	struct dq_entry	*e = c->entry;
 	bool		 held;
+	int		 saved;
 
 	c->state = DQ_CONN_BUSY;
 	if (spool_message_open(d->spool, e->qid, &c->msg, &held) == -1) {
-		/* Gone or quarantined (logged by spool): forget it. */
-		log_warnx("event=dropped qid=%s why=\"cannot open queue "
-		    "file\"", e->qid);
+		saved = errno;
 		c->entry = NULL;
-		entry_free(d, e);
+		if (saved == ENOENT || saved == EBADMSG || saved == EINVAL) {
+			/* Gone or quarantined (logged by spool): forget it. */
+			log_warnx("event=dropped qid=%s why=\"cannot open "
+			    "queue file\"", e->qid);
+			entry_free(d, e);
+		} else {
+			/*
+			 * Still on disk but unreadable now (EMFILE, EIO):
+			 * forgetting it would strand it until a restart.
+			 */
+			e->next_attempt = now_ms() + (d->cfg->retry_min <
+			    DQ_MIN_RETRY_MS ? DQ_MIN_RETRY_MS :
+			    d->cfg->retry_min);
+			log_warnx("event=open_error qid=%s error=\"%s\"",
+			    e->qid, strerror(saved));
+			entry_wait(d, e);
+		}
+		conn_probe_void(c);
 		c->state = DQ_CONN_IDLE;
 		c->idle_since = now_ms();
 		dest_kick(ds);
@@ -1601,6 +1728,7 @@ conn_send(struct dq_conn *c)
 	if (smtp_client_send(c->client, &c->msg, conn_done, c) == -1) {
 		conn_close_msg(c);
 		c->entry = NULL;
+		conn_probe_void(c);
 		entry_ready(d, e);
 		conn_free(c, false);
 		dest_kick(ds);

@@ -347,8 +347,14 @@ main(int argc, char **argv)
 	if (ev_drain != NULL)
 		event_free(ev_drain);
 	control_free(control);
-	delivery_free(server.delivery);
+	/*
+	 * The sync thread first: commits still in flight call back into
+	 * delivery (delivery_enqueue, the DSN's dsn_committed), which must
+	 * still exist.  The loop has left only once every session has
+	 * gone, not every commit.
+	 */
 	spool_sync_free(server.sync);
+	delivery_free(server.delivery);
 	spool_close(server.spool);
 	event_free(ev_term);
 	event_free(ev_int);

@@ -1012,6 +1012,15 @@ cmd_helo(struct session *s, struct smtp_command *cmd)
 		return;
 	txn_reset(s);
 	(void)util_strlcpy(s->helo, cmd->arg, sizeof s->helo);
+	/*
+	 * guard.helo may only observe, so the name can be anything the
+	 * parser lets through; it is written into the Received header.  A
+	 * control byte there (a bare CR when bare_lf_normalise skips the
+	 * command check) would forge a header line on the inner hop.
+	 */
+	for (char *p = s->helo; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	s->state = SMTP_STATE_MAIL;
 	if (cmd->cmd == SMTP_CMD_HELO) {
 		s->esmtp = false;
@@ -1349,6 +1358,14 @@ session_data_end(struct session *s)
 		t->pending++;
 		spool_sync_commit(srv->sync, g->writer, commit_cb,
 		    (uint64_t)(uintptr_t)cm);
+		/*
+		 * Without memory to queue it the commit fails at once and
+		 * commit_cb, seeing nothing else pending, has already
+		 * answered 451 and reset the transaction: stop here, or
+		 * the client would get a second reply.
+		 */
+		if (s->state != SMTP_STATE_COMMIT)
+			return;
 		g->writer = NULL;
 	}
 	if (t->pending == 0) {

@@ -390,6 +390,31 @@ def test_smuggling_normalised(moat_factory, server):
     assert not ref and not obs, (ref, obs)
 
 
+def test_helo_control_bytes_not_relayed(moat_factory, server):
+    """guard.helo observes by default, so a HELO name holding control
+    bytes is taken; it goes into the Received header.  With
+    bare_lf_normalise the command check lets a bare CR through: it must
+    not reach the protected server as a forged header line."""
+    m = moat_factory([server], smtp={"bare_lf_normalise": "yes"})
+    sid = new_msgid()
+    with RawSMTP(m.port) as c:
+        banner(c)
+        c.send(b"EHLO evil.test\rX-Injected: yes\x0b\r\n")
+        code, lines = c.reply()
+        assert code == 250, lines
+        start_txn(c)
+        assert c.cmd("DATA")[0] == 354
+        c.send(make_message(msg_id=sid) + b".\r\n")
+        code, lines = c.reply()
+        assert code == 250, lines
+        c.cmd("QUIT")
+    got = server.wait_for(1)
+    d = [x for x in got if x.msgid == sid][0]
+    bad = BARE.search(d.content)
+    assert bad is None, f"bare CR/LF reached the server: {d.content!r}"
+    assert b"\x0b" not in d.content, d.content
+
+
 def test_bare_lf_in_commands(moat_factory, server):
     """guard.bare_lf covers command lines too (configuration.md): a
     command ended by a bare LF, or holding a bare CR, is refused."""

@@ -10,6 +10,7 @@
  *   else    -> 250
  * Each test works in its own mkdtemp spool.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -17,6 +18,7 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
@@ -37,6 +39,7 @@
 #include "config.h"
 #include "delivery.h"
 #include "log.h"
+#include "qid.h"
 #include "spool.h"
 #include "spool_sync.h"
 
@@ -897,6 +900,289 @@ test_expire_behind_open_circuit(void **state)
 		    (unsigned long long)st.messages);
 }
 
+/*
+ * Makes the spool's tmp/ unusable (a file in its place; root ignores
+ * permissions), so that no new queue file, hence no DSN, can be written.
+ */
+static void
+break_tmp(struct fx *fx, bool broken)
+{
+	char	tmp[128], saved[128];
+	int	fd;
+
+	snprintf(tmp, sizeof(tmp), "%s/tmp", fx->dir);
+	snprintf(saved, sizeof(saved), "%s/tmp.saved", fx->dir);
+	if (broken) {
+		assert_int_equal(rename(tmp, saved), 0);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		assert_true(fd != -1);
+		close(fd);
+	} else {
+		assert_int_equal(unlink(tmp), 0);
+		assert_int_equal(rename(saved, tmp), 0);
+	}
+}
+
+static bool
+deferred_one(struct fx *fx, void *arg)
+{
+	struct delivery_stats	st;
+
+	(void)arg;
+	delivery_get_stats(fx->d, &st);
+	return st.deferred >= 1;
+}
+
+static bool
+dsn_sent(struct fx *fx, void *arg)
+{
+	int	n;
+
+	(void)arg;
+	pthread_mutex_lock(&fx->srv.mu);
+	n = fx->srv.null_sender;
+	pthread_mutex_unlock(&fx->srv.mu);
+	return n >= 1 && queue_empty(fx, NULL);
+}
+
+/* A 5xx whose bounce cannot be queued keeps the message (no loss). */
+static void
+test_bounce_not_durable(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bad@example.test", NULL, qid);
+	break_tmp(fx, true);
+	if (!run_until(fx, deferred_one, NULL, 3000))
+		fail_msg("no deferral after a 5xx without a durable bounce");
+	run_until(fx, queue_empty, NULL, 50);
+	if (!file_exists(fx, qid))
+		fail_msg("queue file got=removed want=kept (bounce lost)");
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 1 || st.bounced != 0)
+		fail_msg("messages got=%llu want=1 bounced got=%llu want=0",
+		    (unsigned long long)st.messages,
+		    (unsigned long long)st.bounced);
+	/* Once the spool works again the bounce is sent and it goes. */
+	break_tmp(fx, false);
+	if (!run_until(fx, dsn_sent, NULL, 4000))
+		fail_msg("bounce not sent after the spool recovered");
+	assert_false(file_exists(fx, qid));
+}
+
+/* An expired message whose bounce cannot be queued is kept too. */
+static void
+test_expire_bounce_not_durable(void **state)
+{
+	struct fx		*fx = *state;
+	enum delivery_circuit	 open = DELIVERY_CIRCUIT_OPEN;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	set_server(fx, 0, dead_port());
+	fx->cfg->circuit_failures = 1;
+	fx->cfg->circuit_probe = 60000;
+	fx->cfg->queue_lifetime = 1000;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid);
+	break_tmp(fx, true);
+	if (!run_until(fx, circuit_is, &open, 2000))
+		fail_msg("circuit did not open");
+	run_until(fx, expired_one, NULL, 2500);
+	if (!file_exists(fx, qid))
+		fail_msg("queue file got=removed want=kept (bounce lost)");
+	delivery_get_stats(fx->d, &st);
+	if (st.messages != 1 || st.expired != 0)
+		fail_msg("messages got=%llu want=1 expired got=%llu want=0",
+		    (unsigned long long)st.messages,
+		    (unsigned long long)st.expired);
+	break_tmp(fx, false);
+	if (!run_until(fx, expired_one, NULL, 4000))
+		fail_msg("did not expire after the spool recovered");
+	run_until(fx, one_message, NULL, 500);
+	assert_false(file_exists(fx, qid));
+}
+
+/*
+ * The probe's message vanished from the spool: the probe says nothing
+ * about the server, so another message probes; the circuit must not
+ * stay half-open forever.
+ */
+static void
+test_probe_message_gone(void **state)
+{
+	struct fx		*fx = *state;
+	enum delivery_circuit	 open = DELIVERY_CIRCUIT_OPEN;
+	enum delivery_circuit	 closed = DELIVERY_CIRCUIT_CLOSED;
+	char			 qid[2][QID_LEN + 1], path[256], b[3];
+	int			 port = dead_port(), want = 1;
+
+	set_server(fx, 0, port);
+	fx->cfg->circuit_failures = 1;
+	fx->cfg->circuit_probe = 300;
+	fx->cfg->delivery_concurrency = 1;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "u0@example.test", NULL, qid[0]);
+	fx_queue(fx, "alice@example.org", "u1@example.test", NULL, qid[1]);
+	if (!run_until(fx, circuit_is, &open, 2000))
+		fail_msg("circuit did not open");
+	/* The oldest (the next probe) disappears behind moat's back. */
+	qid_bucket(qid[0], b);
+	snprintf(path, sizeof(path), "%s/queue/%s/%s", fx->dir, b, qid[0]);
+	assert_int_equal(unlink(path), 0);
+	srv_start(&fx->srv, port);
+	fx->srv_running = true;
+	if (!run_until(fx, circuit_is, &closed, 3000))
+		fail_msg("circuit got=stuck want=closed after a void probe");
+	if (!run_until(fx, srv_has, &want, 3000))
+		fail_msg("server messages got=%d want=1", srv_messages(fx));
+	assert_false(file_exists(fx, qid[1]));
+}
+
+/*
+ * A queue file that cannot be opened for a while (EMFILE, not a missing
+ * or corrupt file) is tried again, not forgotten until a restart.
+ */
+static void
+test_open_error_retried(void **state)
+{
+	struct fx		*fx = *state;
+	struct rlimit		 rl, low;
+	char			 qid[2][QID_LEN + 1];
+	int			 want = 1, fd;
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->retry_min = 200;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "bob@example.test", NULL, qid[0]);
+	if (!run_until(fx, srv_has, &want, 3000) ||
+	    !run_until(fx, queue_empty, NULL, 3000))
+		fail_msg("first message not delivered");
+	/* The second goes over the idle connection, with no fd left. */
+	fx_queue(fx, "alice@example.org", "carol@example.test", NULL, qid[1]);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	fd = dup(0);
+	assert_true(fd != -1);
+	close(fd);
+	low = rl;
+	low.rlim_cur = (rlim_t)fd;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	run_until(fx, queue_empty, NULL, 100);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	want = 2;
+	if (!run_until(fx, srv_has, &want, 3000))
+		fail_msg("server messages got=%d want=2 (entry forgotten)",
+		    srv_messages(fx));
+	if (!run_until(fx, queue_empty, NULL, 2000))
+		fail_msg("queue not empty");
+	assert_false(file_exists(fx, qid[1]));
+}
+
+/* Puts a file in place of every queue bucket but keep's (or back). */
+static void
+break_buckets(struct fx *fx, const char *keep, bool broken)
+{
+	char	path[256], aside[256], b[3], kb[3];
+	int	i, fd;
+
+	qid_bucket(keep, kb);
+	for (i = 0; i < 256; i++) {	/* spool.c SPOOL_NBUCKETS */
+		snprintf(b, sizeof(b), "%02x", (unsigned)i);
+		if (strcmp(b, kb) == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/queue/%s", fx->dir, b);
+		snprintf(aside, sizeof(aside), "%s/queue/%s.aside", fx->dir,
+		    b);
+		if (broken) {
+			assert_int_equal(rename(path, aside), 0);
+			fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+			assert_true(fd != -1);
+			close(fd);
+		} else {
+			assert_int_equal(unlink(path), 0);
+			assert_int_equal(rename(aside, path), 0);
+		}
+	}
+}
+
+static bool
+rcpt_in_file(struct fx *fx, const char *qid, const char *rcpt)
+{
+	struct spool_message	msg;
+	bool			held, found = false;
+
+	if (spool_message_open(fx->sp, qid, &msg, &held) == -1)
+		return false;
+	for (size_t i = 0; i < msg.env.nrcpts; i++)
+		if (strcmp(msg.env.rcpts[i], rcpt) == 0)
+			found = true;
+	spool_message_close(&msg);
+	return found;
+}
+
+static bool
+bad_gone(struct fx *fx, void *arg)
+{
+	return !rcpt_in_file(fx, arg, "bad@example.test") &&
+	    rcpt_in_file(fx, arg, "tmp2@example.test");
+}
+
+/*
+ * A partial delivery with one recipient bounced and one deferred: the
+ * bounced one leaves the original only once its DSN is durable.  Here
+ * the DSN's commit fails (its bucket is unusable): the recipient must
+ * still be in the file, to bounce again later.
+ */
+static void
+test_partial_bounce_waits_for_dsn(void **state)
+{
+	struct fx		*fx = *state;
+	struct delivery_stats	 st;
+	char			 qid[QID_LEN + 1];
+
+	srv_start(&fx->srv, 0);
+	fx->srv_running = true;
+	set_server(fx, 0, fx->srv.port);
+	fx->cfg->retry_min = 5000;	/* no retry during the first part */
+	fx->cfg->retry_max = 5000;
+	fx_start(fx);
+	fx_queue(fx, "alice@example.org", "tmp1@example.test",
+	    "bad@example.test", qid);
+	break_buckets(fx, qid, true);
+	if (!run_until(fx, deferred_one, NULL, 3000))
+		fail_msg("no deferral for tmp1");
+	run_until(fx, queue_empty, NULL, 300);	/* the DSN commit fails */
+	delivery_get_stats(fx->d, &st);
+	pthread_mutex_lock(&fx->srv.mu);
+	if (fx->srv.null_sender == 0 && st.messages == 1 &&
+	    !rcpt_in_file(fx, qid, "bad@example.test"))
+		fail_msg("bad@ got=dropped want=kept: its bounce never "
+		    "became durable");
+	pthread_mutex_unlock(&fx->srv.mu);
+	if (!rcpt_in_file(fx, qid, "tmp1@example.test"))
+		fail_msg("tmp1@ got=dropped want=kept (deferred)");
+	break_buckets(fx, qid, false);
+
+	/* With a durable DSN the bounced recipient does leave the file. */
+	pthread_mutex_lock(&fx->srv.mu);
+	fx->srv.tmp_seen = 0;		/* tmp2 gets its 451 too */
+	pthread_mutex_unlock(&fx->srv.mu);
+	fx_queue(fx, "alice@example.org", "tmp2@example.test",
+	    "bad@example.test", qid);
+	if (!run_until(fx, bad_gone, qid, 3000))
+		fail_msg("bad@ got=kept want=dropped after a durable DSN");
+	if (!rcpt_in_file(fx, qid, "tmp2@example.test"))
+		fail_msg("tmp2@ got=dropped want=kept (deferred)");
+}
+
 static bool
 two_messages(struct fx *fx, void *arg)
 {
@@ -1026,6 +1312,16 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_expire_behind_open_circuit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bounce_not_durable, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_expire_bounce_not_durable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_probe_message_gone, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_open_error_retried, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_partial_bounce_waits_for_dsn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delay_warning, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_load_oldest_first, setup,
