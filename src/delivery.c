@@ -1001,6 +1001,7 @@ dsn_allowed(const struct spool_envelope *env)
 static void
 entry_warn(struct delivery *d, struct dq_entry *e, struct spool_message *msg)
 {
+	char			 ea[LOG_ESCAPE_MAX + 1];
 	struct spool_message	 own;
 	struct dsn_rcpt		*dr;
 	char			 dsnq[QID_LEN + 8], st[16];
@@ -1034,8 +1035,9 @@ entry_warn(struct delivery *d, struct dq_entry *e, struct spool_message *msg)
 		/* Also in memory: one warning per run at worst. */
 		e->flags |= SPOOL_F_WARNED;
 		msg->env.flags |= SPOOL_F_WARNED;
-		log_info("event=delay_warning qid=%s from=<%s> nrcpts=%zu "
-		    "dsn=%s", e->qid, e->sender, msg->env.nrcpts, dsnq);
+		log_info("event=delay_warning qid=%s from=\"<%s>\" nrcpts=%zu "
+		    "dsn=%s", e->qid, log_addr(ea, e->sender),
+		    msg->env.nrcpts, dsnq);
 	}
 	free(dr);
 out:
@@ -1050,6 +1052,7 @@ out:
 static void
 entry_expire(struct delivery *d, struct dq_entry *e)
 {
+	char			 ea[LOG_ESCAPE_MAX + 1], eb[LOG_ESCAPE_MAX + 1];
 	struct spool_message	 msg;
 	struct dsn_rcpt		*dr;
 	char			 dsnq[QID_LEN + 8], esc[LOG_ESCAPE_MAX + 1];
@@ -1098,9 +1101,10 @@ entry_expire(struct delivery *d, struct dq_entry *e)
 		return;
 	}
 	age = (now_ms() - e->created_us / 1000) / 1000;
-	log_info("event=expired qid=%s from=<%s> to=<%s> nrcpts=%zu "
-	    "reply=\"%s\" age=%" PRIu64 "s attempts=%u dsn=%s",
-	    e->qid, e->sender, e->first_rcpt, e->nrcpts,
+	log_info("event=expired qid=%s from=\"<%s>\" to=\"<%s>\" "
+	    "nrcpts=%zu reply=\"%s\" age=%" PRIu64 "s attempts=%u dsn=%s",
+	    e->qid, log_addr(ea, e->sender), log_addr(eb, e->first_rcpt),
+	    e->nrcpts,
 	    log_escape(esc, sizeof(esc), "4.4.7 " DQ_EXPIRED,
 	    strlen("4.4.7 " DQ_EXPIRED)), age, e->attempts, dsnq);
 	d->stats.expired++;
@@ -1182,6 +1186,7 @@ static void
 entry_connect_failed(struct delivery *d, struct dq_entry *e,
     const char *err, const char *server, bool probe)
 {
+	char			 ea[LOG_ESCAPE_MAX + 1];
 	uint64_t	now = now_ms(), delay;
 	char		esc[LOG_ESCAPE_MAX + 1];
 
@@ -1216,8 +1221,9 @@ entry_connect_failed(struct delivery *d, struct dq_entry *e,
 	d->stats.deferred++;
 	if (e->dest != NULL)
 		e->dest->deferred++;
-	log_info("event=deferred qid=%s to=<%s> server=%s reply=\"%s\" "
-	    "attempts=%u next_retry=%.1fs", e->qid, e->first_rcpt, server,
+	log_info("event=deferred qid=%s to=\"<%s>\" server=%s "
+	    "reply=\"%s\" attempts=%u next_retry=%.1fs", e->qid,
+	    log_addr(ea, e->first_rcpt), server,
 	    log_escape(esc, sizeof(esc), err, strlen(err)), e->attempts,
 	    (double)delay / 1000.0);
 	if (entry_wants_warning(d, e, now))
@@ -1239,6 +1245,7 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
     struct spool_message *msg, const struct dq_outcome *out,
     const char *server, const char *host)
 {
+	char			 ea[LOG_ESCAPE_MAX + 1];
 	struct dsn_rcpt	 *dr = NULL;
 	char		(*left)[SPOOL_ADDR_MAX] = NULL;
 	size_t		  n = msg->env.nrcpts, nleft = 0, nfail = 0, i;
@@ -1316,23 +1323,25 @@ entry_transaction_done(struct delivery *d, struct dq_entry *e,
 		reply_format(rbuf, sizeof(rbuf), out[i].code, out[i].text);
 		log_escape(esc, sizeof(esc), rbuf, strlen(rbuf));
 		if (out[i].code >= 200 && out[i].code < 300) {
-			log_info("event=delivered qid=%s to=<%s> server=%s "
-			    "reply=\"%s\" delay=%.1fs attempts=%u", e->qid,
-			    msg->env.rcpts[i], server, esc, age, e->attempts);
+			log_info("event=delivered qid=%s to=\"<%s>\" "
+			    "server=%s reply=\"%s\" delay=%.1fs attempts=%u",
+			    e->qid, log_addr(ea, msg->env.rcpts[i]), server,
+			    esc, age, e->attempts);
 			d->stats.delivered++;
 			e->dest->delivered++;
 		} else if (out[i].code >= 500 && out[i].code < 600 &&
 		    !bounce_kept) {
-			log_info("event=bounced qid=%s to=<%s> server=%s "
-			    "reply=\"%s\" attempts=%u dsn=%s", e->qid,
-			    msg->env.rcpts[i], server, esc, e->attempts,
-			    dsnq);
+			log_info("event=bounced qid=%s to=\"<%s>\" "
+			    "server=%s reply=\"%s\" attempts=%u dsn=%s",
+			    e->qid, log_addr(ea, msg->env.rcpts[i]), server,
+			    esc, e->attempts, dsnq);
 			d->stats.bounced++;
 			e->dest->bounced++;
 		} else {
-			log_info("event=deferred qid=%s to=<%s> server=%s "
-			    "reply=\"%s\" attempts=%u next_retry=%.1fs",
-			    e->qid, msg->env.rcpts[i], server, esc,
+			log_info("event=deferred qid=%s to=\"<%s>\" "
+			    "server=%s reply=\"%s\" attempts=%u "
+			    "next_retry=%.1fs", e->qid,
+			    log_addr(ea, msg->env.rcpts[i]), server, esc,
 			    e->attempts, (double)delay / 1000.0);
 			d->stats.deferred++;
 			e->dest->deferred++;

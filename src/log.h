@@ -49,5 +49,11 @@ void	log_fatal(const char *, int, bool, const char *, ...)
  * "...".  Returns buf.
  */
 const char	*log_escape(char *buf, size_t len, const char *s, size_t n);
+/*
+ * An envelope address for a quoted value (from="<%s>"): a quoted local
+ * part may hold spaces, quotes and '>', so it is escaped like any client
+ * text.  buf is an array of LOG_ESCAPE_MAX + 1 bytes.
+ */
+#define log_addr(buf, a)	log_escape((buf), sizeof(buf), (a), strlen(a))
 
 #endif

@@ -1382,6 +1382,7 @@ static void
 commit_cb(uint64_t cookie, int error, const char *qid)
 {
 	struct commit	*cm = (struct commit *)(uintptr_t)cookie;
+	char		 ea[LOG_ESCAPE_MAX + 1];
 	struct session	*s = cm->session;
 	struct txn	*t;
 	size_t		 off;
@@ -1391,9 +1392,10 @@ commit_cb(uint64_t cookie, int error, const char *qid)
 		metrics.bytes_accepted += cm->env.body_len;
 		if (s != NULL)
 			limiter_bytes(&s->limits, cm->env.body_len, time(NULL));
-		log_info("session=%s ip=%s event=queued qid=%s from=<%s> "
+		log_info("session=%s ip=%s event=queued qid=%s from=\"<%s>\" "
 		    "nrcpt=%zu size=%" PRIu64 " domain=%s", cm->env.session_id,
-		    cm->env.client_ip, qid, cm->env.sender, cm->env.nrcpts,
+		    cm->env.client_ip, qid, log_addr(ea, cm->env.sender),
+		    cm->env.nrcpts,
 		    cm->env.body_len, cm->env.domain);
 		delivery_enqueue(srv->delivery, &cm->env);
 	} else
