@@ -114,6 +114,7 @@ struct session {
 	enum smtp_state		 state;
 	bool			 esmtp;		/* EHLO, PIPELINING offered */
 	bool			 closing;
+	bool			 flushing;	/* closing once output drains */
 	bool			 paused;	/* waiting: do not read on */
 	bool			 tripped;	/* a guard check tripped */
 	bool			 early;		/* pregreet already counted */
@@ -483,6 +484,12 @@ session_deferred_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (s->closing) {
+		/* A resume queued before a flushing close must not free the
+		 * session under its last reply: write_cb or the write
+		 * timeout finishes the job. */
+		if (s->flushing &&
+		    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+			return;
 		session_free(s);
 		return;
 	}
@@ -527,6 +534,7 @@ session_close(struct session *s, bool flush)
 		 * bounds a client that never reads. */
 		bufferevent_set_timeouts(s->bev, NULL, &tv);
 		bufferevent_enable(s->bev, EV_WRITE);
+		s->flushing = true;
 		return;
 	}
 	event_active(s->ev_free, 0, 0);
@@ -606,6 +614,7 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->closing) {
+			s->flushing = false;	/* it never read: give up */
 			event_active(s->ev_free, 0, 0);
 			return;
 		}
@@ -620,6 +629,7 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 			log_info("session=%s ip=%s event=lost state=data",
 			    s->sid, s->ip);
 		s->closing = true;
+		s->flushing = false;
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		event_active(s->ev_free, 0, 0);
 	}
