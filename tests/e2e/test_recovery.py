@@ -11,6 +11,7 @@ moat was SIGKILLed (at-least-once delivery).
 
 import os
 import re
+import signal
 import threading
 import time
 
@@ -195,6 +196,26 @@ def test_queue_max_messages_gives_452(moat_factory, server_factory):
     mid = new_msgid()
     send_ok(m.port, make_message(mid))
     srv.wait_match(lambda x: x.msgid == mid, 15)
+
+
+def test_disk_min_free_gives_452_and_reload_lifts_it(moat_factory, server):
+    # More free space demanded than any disk has: MAIL gets 452, nothing
+    # is accepted; a reload with a sane minimum lets mail in again.
+    m = moat_factory([server], queue={"disk_min_free": "1000000gb"})
+    with RawSMTP(m.port) as c:
+        c.reply()
+        c.cmd("EHLO client.test")
+        code, lines = c.cmd("MAIL FROM:<s@sender.test>")
+        assert code == 452 and lines[-1].startswith("452 4.3.1"), lines
+    m.wait_log(r"reason=queue\.disk_low", 5)
+    assert m.queue_list()["count"] == 0
+    m.write_config(m.config_text().replace("disk_min_free = 1000000gb;",
+                                           "disk_min_free = 0;"))
+    m.signal(signal.SIGHUP)
+    m.wait_log(r"event=reload status=ok", 5)
+    mid = new_msgid()
+    send_ok(m.port, make_message(mid))
+    server.wait_match(lambda x: x.msgid == mid, 15)
 
 
 def test_lifetime_expiry_sends_dsn(moat_factory, server):
