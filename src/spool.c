@@ -182,7 +182,7 @@ spool_queue_path(const struct spool *sp, const char *qid, char *buf,
 	spool_path(buf, len, "%s/queue/%s/%s", sp->dir, b, qid);
 }
 
-static int
+int
 spool_fsync_dir(const char *path)
 {
 	int	fd, saved;

@@ -137,6 +137,8 @@ int		 spool_quarantine(struct spool *, const char *qid,
  */
 int		 spool_rewrite(struct spool *, const char *qid,
 		    char (*rcpts)[SPOOL_ADDR_MAX], size_t n, uint32_t flags);
+/* fsync of a directory, so that a rename into it is durable. */
+int		 spool_fsync_dir(const char *path);
 /* Free bytes available to moat on the spool's filesystem, or -1. */
 int64_t		 spool_disk_free(const struct spool *);
 

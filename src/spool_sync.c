@@ -107,23 +107,6 @@ struct spool_sync_dirs {
 	size_t	  n, cap;
 };
 
-static int
-spool_sync_fsync_dir(const char *path)
-{
-	int	fd, saved;
-
-	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
-		return -1;
-	if (fsync(fd) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
-	close(fd);
-	return 0;
-}
-
 /* Undoes a commit whose directory could not be synced. */
 static void
 spool_sync_unlink(const char *dir, const char *qid)
@@ -204,7 +187,7 @@ spool_sync_run_batch(struct spool_sync_list *batch)
 		it->dir = spool_sync_dir_index(&dirs, dirpath);
 		if (it->dir == SIZE_MAX) {
 			/* Cannot track the directory: fsync it right away. */
-			if (spool_sync_fsync_dir(dirpath) == -1) {
+			if (spool_fsync_dir(dirpath) == -1) {
 				it->error = errno;
 				spool_sync_unlink(dirpath, it->qid);
 			}
@@ -213,7 +196,7 @@ spool_sync_run_batch(struct spool_sync_list *batch)
 
 	/* 4. One fsync per distinct directory; on failure undo its files. */
 	for (i = 0; i < dirs.n; i++) {
-		if (spool_sync_fsync_dir(dirs.path[i]) == 0)
+		if (spool_fsync_dir(dirs.path[i]) == 0)
 			continue;
 		derr = errno;
 		log_warnx("event=spool_fsync dir=%s error=\"%s\"",
