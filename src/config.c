@@ -155,6 +155,10 @@ static const struct ckey config_keys[] = {
 	  "0", NULL,
 	  "Slowest DATA transfer in bytes per second before the session is "
 	  "closed (slow-drip defence); 0 = off." },
+	{ "smtp.data_rate_grace", CKEY_TIME, F(data_rate_grace),
+	  1 * SEC, 1 * DAY, "30s", NULL,
+	  "Time into DATA before smtp.data_min_rate applies (a slow start "
+	  "is normal: TCP slow start, the client's own disk)." },
 	{ "smtp.bare_lf_normalise", CKEY_BOOL, F(bare_lf_normalise), 0, 0,
 	  "no", NULL,
 	  "Accept a bare LF in DATA as CRLF instead of applying "

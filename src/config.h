@@ -75,6 +75,7 @@ struct config {
 	uint64_t	 timeout_data;		/* between DATA reads */
 	uint64_t	 timeout_session;	/* whole session */
 	uint64_t	 data_min_rate;		/* bytes/s, 0 = off */
+	uint64_t	 data_rate_grace;	/* before data_min_rate applies */
 	bool		 bare_lf_normalise;	/* else reject */
 
 	/* guard { ... }: connection analysis */

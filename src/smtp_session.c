@@ -64,7 +64,6 @@
 #define SESSION_MAX_DOMAINS	8		/* distinct domains per txn */
 #define SESSION_SKIP_MAX	(64 * 1024)	/* overlong line discard cap */
 #define SESSION_FLUSH_WAIT	5		/* s to flush a last reply */
-#define SESSION_RATE_GRACE	30		/* s before data_min_rate */
 
 enum smtp_state {
 	SMTP_STATE_GREETING,	/* banner not complete (greet pause) */
@@ -1268,7 +1267,8 @@ session_data_input(struct session *s)
 	}
 	/* A client that trickles its message to hold a slot. */
 	elapsed = time(NULL) - t->data_start;
-	if (c->data_min_rate > 0 && elapsed > SESSION_RATE_GRACE &&
+	if (c->data_min_rate > 0 && elapsed > 0 &&
+	    (uint64_t)elapsed * 1000 >= c->data_rate_grace &&
 	    t->data.in_bytes / (uint64_t)elapsed < c->data_min_rate) {
 		session_reply(s, REASON_PROTO_SLOW_DATA,
 		    "421 4.4.2 %s Error: data rate too low, closing",

@@ -666,6 +666,40 @@ def test_session_limit_while_tarpitted(moat_factory, server):
     wait_refused(m, before, "proto.session_time")
 
 
+def test_data_min_rate_trickle_closed(moat_factory, server):
+    # 20 bytes a second against a 1 KiB/s floor: past the 1 s grace the
+    # session ends with 421 4.4.2 and nothing is delivered.
+    m = moat_factory([server], smtp={"data_min_rate": "1kb",
+                                     "data_rate_grace": "1s"})
+    before = settle(m)
+    with RawSMTP(m.port) as c:
+        banner(c)
+        ehlo(c)
+        assert c.cmd(f"MAIL FROM:<{SENDER}>")[0] == 250
+        assert c.cmd(f"RCPT TO:<slow@{DOMAIN}>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        code, lines = 0, []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                c.send(b"x" * 18 + b"\r\n")
+            except OSError:
+                break
+            c.sock.settimeout(1.0)
+            try:
+                code, lines = c.reply()
+                break
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                break
+        assert code == 421 and lines[0].startswith("421 4.4.2"), lines
+    wait_refused(m, before, "proto.slow_data")
+    time.sleep(0.5)
+    assert server.snapshot() == []
+    good_clients_pass(m, server)
+
+
 def test_data_min_rate_good_client(moat_factory, server):
     m = moat_factory([server], smtp={"data_min_rate": "1kb"})
     settle(m)
